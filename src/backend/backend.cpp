@@ -1,0 +1,51 @@
+#include "backend/backend.h"
+
+namespace dnamba {
+
+size_t dtype_size(DType dt) {
+  switch (dt) {
+    case DType::F32: return 4;
+    case DType::BF16: return 2;
+    case DType::F16: return 2;
+    case DType::I32: return 4;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType dt) {
+  switch (dt) {
+    case DType::F32: return "fp32";
+    case DType::BF16: return "bf16";
+    case DType::F16: return "fp16";
+    case DType::I32: return "int32";
+  }
+  return "?";
+}
+
+Tensor Tensor::cols_view(int64_t c0, int64_t n) const {
+  DNAMBA_CHECK(c0 >= 0 && n >= 0 && c0 + n <= cols, "cols_view out of range");
+  Tensor t = *this;
+  t.offset += c0;
+  t.cols = n;
+  return t;
+}
+
+Tensor Tensor::rows_view(int64_t r0, int64_t n) const {
+  DNAMBA_CHECK(r0 >= 0 && n >= 0 && r0 + n <= rows, "rows_view out of range");
+  Tensor t = *this;
+  t.offset += r0 * ld;
+  t.rows = n;
+  return t;
+}
+
+Tensor Backend::weight_matrix(const float* host, int64_t rows, int64_t cols) {
+  return upload_f32(host, rows, cols);
+}
+
+Tensor Backend::upload_f32(const float* host, int64_t rows, int64_t cols) {
+  Tensor t = alloc(rows, cols, DType::F32);
+  to_device(t, host);
+  return t;
+}
+
+}  // namespace dnamba

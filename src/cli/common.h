@@ -1,0 +1,39 @@
+// Options and wiring shared by the subcommands.
+#pragma once
+#include <boost/program_options.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+
+namespace dnamba::cli {
+
+namespace po = boost::program_options;
+
+struct CommonOptions {
+  std::string model;
+  std::string device;
+  std::string dtype;
+  int threads = 0;
+  bool quiet = false;
+  int64_t chunk = int64_t(1) << 20;
+};
+
+// --model, --device, --dtype, --threads, --quiet (and --chunk when with_chunk).
+po::options_description common_options(CommonOptions& o, bool with_chunk);
+// The embedded default model directory (models/default next to the binary or in the source tree).
+std::string default_model_dir();
+// Resolves "auto" device/dtype and makes the backend.
+std::unique_ptr<Backend> make_backend_from(const CommonOptions& o);
+
+// Parses argv with `desc`; prints help and returns false on --help. Unknown options are errors.
+bool parse_or_help(int argc, char** argv, const po::options_description& desc,
+                   const std::string& usage, po::variables_map& vm,
+                   const po::positional_options_description* pos = nullptr);
+
+using CommandFn = int (*)(int argc, char** argv);
+int cmd_track(int argc, char** argv);
+int cmd_info(int argc, char** argv);
+
+}  // namespace dnamba::cli
