@@ -19,16 +19,17 @@ BedGraphWriter::BedGraphWriter(const std::string& path, int threads) : out_(path
 
 void BedGraphWriter::add(const std::string& contig, int64_t start, float value) {
   if (start < 0) throw Error(out_.path() + ": negative position " + std::to_string(start) + " on " + contig);
+  // "\t" start "\t" end "\t" value "\n": int64 needs at most 19 digits, the value at most 16 characters.
   char buf[64];
-  out_.write(contig);
   char* p = buf;
   *p++ = '\t';
-  p = std::to_chars(p, buf + sizeof buf, start).ptr;
+  p = std::to_chars(p, p + 20, start).ptr;
   *p++ = '\t';
-  p = std::to_chars(p, buf + sizeof buf, start + 1).ptr;
+  p = std::to_chars(p, p + 20, start + 1).ptr;
   *p++ = '\t';
   p = format_track_value(p, value);
   *p++ = '\n';
+  out_.write(contig);
   out_.write(buf, size_t(p - buf));
 }
 

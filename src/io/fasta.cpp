@@ -217,9 +217,12 @@ struct FastaReader::Impl {
                 std::to_string(pos1) + " (rebuild it with samtools faidx)");
   }
 
-  // Checks the .fai's offset and line layout against the file's bytes at both ends of contig i: the
-  // header must end just before the first base, and the last base must be followed by a line end.
-  // A wrong length or line width moves these positions, so a stale index is caught before use.
+  // faidx trusts the .fai blindly: with a stale one it returns other bases, without any error. So we
+  // compare the .fai's layout with the file's bytes where it is cheap to: check_layout() at both ends
+  // of a contig (the header ends just before the first base; the last base is followed by a line end,
+  // which catches a changed length) and check_line_end() at every fetch (the line holding the fetch
+  // start ends where the line width says, which catches a changed width even when the number of
+  // lines, and so every contig boundary, stayed the same).
   void check_layout(size_t i) {
     if (layout_checked[i]) return;
     const FaiEntry& e = fai_entries[i];
@@ -231,8 +234,18 @@ struct FastaReader::Impl {
       if (!is_base_letter(byte_at(last_off))) index_disagrees(e.name, e.length);
       int after = byte_at(last_off + 1);
       if (after != -1 && after != '\n' && after != '\r') index_disagrees(e.name, e.length);
+      check_line_end(e, 0);
     }
     layout_checked[i] = 1;
+  }
+
+  void check_line_end(const FaiEntry& e, int64_t pos) {
+    int64_t line_index = pos / e.line_bases;
+    if ((line_index + 1) * e.line_bases >= e.length) return;  // the last line may be short
+    int64_t line_off = e.offset + line_index * e.line_bytes;
+    if (!is_base_letter(byte_at(line_off + e.line_bases - 1)) || byte_at(line_off + e.line_bytes - 1) != '\n' ||
+        (e.line_bytes == e.line_bases + 2 && byte_at(line_off + e.line_bases) != '\r'))
+      index_disagrees(e.name, line_index * e.line_bases + e.line_bases);
   }
 
   void open_indexed() {
@@ -260,6 +273,7 @@ struct FastaReader::Impl {
 
   void fetch_chunk(int64_t beg, int64_t end) {
     const std::string& name = fai_entries[segment.contig].name;
+    check_line_end(fai_entries[segment.contig], beg);
     hts_pos_t len = 0;
     char* s = faidx_fetch_seq64(fai, name.c_str(), beg, end - 1, &len);
     if (!s) throw Error(path + ": cannot read " + name + ":" + std::to_string(beg + 1) + "-" + std::to_string(end) +
@@ -368,7 +382,9 @@ struct FastaReader::Impl {
   }
 
   [[noreturn]] void unknown_contig(const Region& r) const {
-    throw Error(path + ": contig '" + r.contig + "' (region " + region_text(r) + ") is not in the file");
+    // htslib leaves zero-length records out of a .fai, so name the index as the place we looked.
+    throw Error(path + ": contig '" + r.contig + "' (region " + region_text(r) + ") is not in " +
+                (has_index ? "the index " + fai_path : std::string("the file")));
   }
 
   // Positions the scan at record r.contig with at most r.beg bases consumed, rescanning from the top

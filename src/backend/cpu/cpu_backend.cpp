@@ -161,74 +161,41 @@ void CpuBackend::conv1d_silu(const Tensor& x, const Tensor& weight, const Tensor
   check_shape(state, batch, C * S, "conv1d state");
   check_shape(out, batch * len, C, "conv1d out");
   if (bias) check_shape(*bias, 1, C, "conv1d bias");
+  DNAMBA_CHECK(K <= 64, "conv1d: kernel longer than 64");
   const float* w = weight.data<float>();
   const float* bp = bias ? bias->data<float>() : nullptr;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int64_t c = 0; c < C; ++c) {
-      float* st = state.data<float>() + b * state.ld + c * S;
-      const float* wc = w + c * weight.ld;
-      const float* xb = x.data<float>() + b * len * x.ld + c;
-      float* ob = out.data<float>() + b * len * out.ld + c;
-      // window[j] = input at time t-(K-1)+j
-      float window[64];
-      DNAMBA_CHECK(K <= 64, "conv1d: kernel longer than 64");
-      for (int64_t j = 0; j < S; ++j) window[j] = st[j];
-      for (int64_t t = 0; t < len; ++t) {
-        window[S] = xb[t * x.ld];
-        float acc = bp ? bp[c] : 0.0f;
-        for (int64_t k = 0; k < K; ++k) acc += wc[k] * window[k];
-        ob[t * out.ld] = silu(acc);
-        for (int64_t j = 0; j < S; ++j) window[j] = window[j + 1];
-      }
-      for (int64_t j = 0; j < S; ++j) st[j] = window[j];
-    }
-  }
-}
-
-void CpuBackend::selective_scan(const SelectiveScanArgs& a) {
-  const int64_t batch = a.batch, len = a.len;
-  const int64_t C = a.u->cols, N = a.A->cols;
-  check_shape(*a.u, batch * len, C, "scan u");
-  check_shape(*a.delta, batch * len, C, "scan delta");
-  check_shape(*a.A, C, N, "scan A");
-  check_shape(*a.B, batch * len, N, "scan B");
-  check_shape(*a.C, batch * len, N, "scan C");
-  if (a.D) check_shape(*a.D, 1, C, "scan D");
-  if (a.z) check_shape(*a.z, batch * len, C, "scan z");
-  if (a.dt_bias) check_shape(*a.dt_bias, 1, C, "scan dt_bias");
-  check_shape(*a.state, batch, C * N, "scan state");
-  check_shape(*a.out, batch * len, C, "scan out");
-  // Channels are independent: parallel over (batch, block of channels); time runs in order.
-  constexpr int64_t CB = 16;
+  // Time-major loops so that rows are read contiguously; channels are blocked for threads.
+  constexpr int64_t CB = 64;
   const int64_t nblk = (C + CB - 1) / CB;
-  const float* Ap = a.A->data<float>();
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < batch; ++b) {
     for (int64_t blk = 0; blk < nblk; ++blk) {
       const int64_t c0 = blk * CB, c1 = std::min(C, c0 + CB);
-      float* hbase = a.state->data<float>() + b * a.state->ld;
+      float* st = state.data<float>() + b * state.ld;
+      const float* xb = x.data<float>() + b * len * x.ld;
+      float* ob = out.data<float>() + b * len * out.ld;
       for (int64_t t = 0; t < len; ++t) {
-        const int64_t row = b * len + t;
-        const float* Bt = a.B->data<float>() + row * a.B->ld;
-        const float* Ct = a.C->data<float>() + row * a.C->ld;
-        for (int64_t c = c0; c < c1; ++c) {
-          float u = a.u->data<float>()[row * a.u->ld + c];
-          float dt = a.delta->data<float>()[row * a.delta->ld + c];
-          if (a.dt_bias) dt += a.dt_bias->data<float>()[c];
-          if (a.delta_softplus) dt = softplus(dt);
-          float* h = hbase + c * N;
-          const float* Ac = Ap + c * a.A->ld;
-          float y = 0;
-          float dtu = dt * u;
-          for (int64_t n = 0; n < N; ++n) {
-            h[n] = std::exp(dt * Ac[n]) * h[n] + dtu * Bt[n];
-            y += h[n] * Ct[n];
+        float* o = ob + t * out.ld;
+        for (int64_t c = c0; c < c1; ++c) o[c] = bp ? bp[c] : 0.0f;
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t src = t - S + k;  // input time of tap k
+          if (src >= 0) {
+            const float* xr = xb + src * x.ld;
+            for (int64_t c = c0; c < c1; ++c) o[c] += w[c * weight.ld + k] * xr[c];
+          } else {
+            for (int64_t c = c0; c < c1; ++c) o[c] += w[c * weight.ld + k] * st[c * S + (S + src)];
           }
-          if (a.D) y += a.D->data<float>()[c] * u;
-          if (a.z) y *= silu(a.z->data<float>()[row * a.z->ld + c]);
-          a.out->data<float>()[row * a.out->ld + c] = y;
         }
+        for (int64_t c = c0; c < c1; ++c) o[c] = silu(o[c]);
+      }
+      // New state: the last S inputs (from this chunk, or older state when len < S).
+      for (int64_t c = c0; c < c1; ++c) {
+        float tmp[64];
+        for (int64_t j = 0; j < S; ++j) {
+          const int64_t src = len - S + j;
+          tmp[j] = src >= 0 ? xb[src * x.ld + c] : st[c * S + (S + src)];
+        }
+        for (int64_t j = 0; j < S; ++j) st[c * S + j] = tmp[j];
       }
     }
   }

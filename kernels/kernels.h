@@ -1,0 +1,79 @@
+// Host launchers of the CUDA kernels, one op per kernels/*.cu file (kernel and launcher together,
+// llm.c style). Every launcher checks its launch (CUDA_CHECK_LAUNCH) and runs on the given stream;
+// none holds global state. Pointers are device pointers; row strides (ld*) are in elements and all
+// offsets are computed in 64 bits.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace dnamba::kernels {
+
+// ---- embedding.cu: out[t, :] = table[ids[t], :]; an id outside [0, V) writes NaN and sets *bad_id.
+void embedding(const int32_t* ids, int64_t ld_ids, const void* table, bool table_bf16, int64_t ld_table,
+               int64_t V, int64_t D, float* out, int64_t ld_out, int64_t T, int* bad_id, cudaStream_t s);
+
+// ---- add_norm.cu: residual = first ? x : x + residual; out = norm(residual) * w (+ b).
+// RMSNorm when b is null, LayerNorm otherwise.
+void add_norm(const float* x, int64_t ld_x, float* residual, int64_t ld_res, bool first, const float* w,
+              const float* b, float eps, float* out, int64_t ld_out, int64_t T, int64_t D, cudaStream_t s);
+
+// ---- convert.cu
+// dst[r, c] (bf16, contiguous [rows, cols]) = src[r*ld + c] (fp32)
+void f32_to_bf16_2d(const float* src, int64_t ld_src, __nv_bfloat16* dst, int64_t rows, int64_t cols,
+                    cudaStream_t s);
+// out[r, c] += bias[c]
+void add_bias(float* out, int64_t ld_out, const float* bias, int64_t rows, int64_t cols, cudaStream_t s);
+// Deterministic pseudo-random fill (benchmarks and tests): uniform in [lo, hi).
+void fill_uniform_f32(float* p, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t s);
+void fill_uniform_bf16(__nv_bfloat16* p, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t s);
+
+// ---- causal_conv1d.cu: depthwise causal conv1d + bias + SiLU with state in/out (see backend.h).
+// K (kernel width) up to 16.
+void conv1d_silu(const float* x, int64_t ld_x, const float* w, int64_t ld_w, const float* bias,
+                 float* state, int64_t ld_state, float* out, int64_t ld_out, int64_t batch, int64_t len,
+                 int64_t C, int64_t K, cudaStream_t s);
+
+// ---- selective_scan.cu
+struct ScanParams {
+  const void* u = nullptr;      int64_t ld_u = 0;      // [batch*len, C]  T
+  const void* delta = nullptr;  int64_t ld_delta = 0;  // [batch*len, C]  T
+  const void* z = nullptr;      int64_t ld_z = 0;      // [batch*len, C]  T, or null
+  const void* B = nullptr;      int64_t ld_B = 0;      // [batch*len, N]  T
+  const void* C = nullptr;      int64_t ld_C = 0;      // [batch*len, N]  T
+  void* out = nullptr;          int64_t ld_out = 0;    // [batch*len, C]  T
+  const float* A = nullptr;     int64_t ld_A = 0;      // [C, N]
+  const float* D = nullptr;                            // [C] or null
+  const float* dt_bias = nullptr;                      // [C] or null
+  float* state = nullptr;       int64_t ld_state = 0;  // [batch, C*N] in: before, out: after
+  int64_t batch = 1, len = 0, channels = 0, dstate = 0;
+  bool softplus = true;
+  int64_t chunk = 0;  // sequence chunk per thread block; 0 chooses from the GPU size
+};
+struct ScanPlan {
+  int tpc = 1;            // threads per channel (16 states each)
+  int64_t chunk = 0;      // time steps per chunk
+  int64_t nchunks = 0;
+  size_t workspace_bytes = 0;
+};
+ScanPlan selective_scan_plan(const ScanParams& p, int sm_count);
+// T = float or __nv_bfloat16 (u, delta, z, B, C and out). workspace: plan.workspace_bytes.
+template <class T>
+void selective_scan(const ScanParams& p, const ScanPlan& plan, void* workspace, cudaStream_t s);
+
+// ---- logprobs.cu
+// out[t, 0] = log p(targets[t]) (NaN if target < 0 or >= V), out[t, 1..4] = log p(ids 7..10),
+// logits = hidden[t] . W[v]; W fp32 or bf16 [V, D]. Fused path: V <= 32 and V*D*4 <= 48 KiB.
+bool token_logprobs_fusable(int64_t V, int64_t D);
+void token_logprobs_fused(const float* hidden, int64_t ld_h, const void* W, bool w_bf16, int64_t ld_w,
+                          const int32_t* targets, int64_t ld_tg, float* out, int64_t ld_out, int64_t T,
+                          int64_t V, int64_t D, cudaStream_t s);
+// From precomputed logits [T, V]: the same 5 outputs.
+void token_logprobs_from_logits(const float* logits, int64_t ld_l, const int32_t* targets, int64_t ld_tg,
+                                float* out, int64_t ld_out, int64_t T, int64_t V, cudaStream_t s);
+// In place: x[t, :] = log_softmax(x[t, :]).
+void log_softmax_rows(float* x, int64_t ld, int64_t T, int64_t V, cudaStream_t s);
+
+}  // namespace dnamba::kernels
