@@ -185,21 +185,38 @@ void MambaLM::reset_state(std::vector<LayerState>& st) {
 
 void MambaLM::forward(const Tensor& ids, int64_t batch, int64_t len, std::vector<LayerState>& state,
                       Tensor& hidden_out) {
+  forward_layer(ids, batch, len, state, cfg_.n_layer, hidden_out);
+}
+
+void MambaLM::forward_layer(const Tensor& ids, int64_t batch, int64_t len, std::vector<LayerState>& state,
+                            int64_t layer, Tensor& hidden_out) {
   const int64_t T = batch * len, D = cfg_.d_model;
   DNAMBA_CHECK(ids.rows == T, "forward: ids rows != batch*len");
   DNAMBA_CHECK(int64_t(state.size()) == cfg_.n_layer && state[0].ssm.rows == batch, "forward: state does not match the batch");
   DNAMBA_CHECK(hidden_out.rows == T && hidden_out.cols == D, "forward: hidden_out must be [batch*len, d_model]");
+  DNAMBA_CHECK(layer >= 0 && layer <= cfg_.n_layer, "forward: layer must be in 0..n_layer");
   if (T == 0) return;
+  if (layer == 0) {
+    be_.embedding(ids, embedding_, hidden_out);
+    return;
+  }
   Tensor h = ws_.get("h", T, D);          // [T, D] block output
   Tensor res = ws_.get("res", T, D);      // [T, D] residual stream
   Tensor normed = ws_.get("normed", T, D);
   be_.embedding(ids, embedding_, h);
-  for (int64_t i = 0; i < cfg_.n_layer; ++i) {
+  for (int64_t i = 0; i < layer; ++i) {
     const auto& b = blocks_[size_t(i)];
     be_.add_norm(h, res, i == 0, b.norm_w, b.norm_b.defined() ? &b.norm_b : nullptr, cfg_.norm_eps, normed);
     mixer_forward(be_, ws_, b.mixer, cfg_, normed, batch, len, state[size_t(i)], h);
   }
-  be_.add_norm(h, res, false, norm_f_w_, norm_f_b_.defined() ? &norm_f_b_ : nullptr, cfg_.norm_eps, hidden_out);
+  if (layer == cfg_.n_layer) {
+    be_.add_norm(h, res, false, norm_f_w_, norm_f_b_.defined() ? &norm_f_b_ : nullptr, cfg_.norm_eps, hidden_out);
+    return;
+  }
+  // Residual stream after `layer` blocks: add_norm leaves h + res in res (its normalised output is unused).
+  const auto& nb = blocks_[size_t(layer)];
+  be_.add_norm(h, res, false, nb.norm_w, nb.norm_b.defined() ? &nb.norm_b : nullptr, cfg_.norm_eps, normed);
+  be_.copy(hidden_out, res);
 }
 
 void MambaLM::forward_host(const int32_t* ids, int64_t batch, int64_t len, std::vector<LayerState>& state,

@@ -69,6 +69,13 @@ class MambaLM {
   // ids: [batch*len, 1] I32 on the backend; hidden_out: [batch*len, D] after the final norm.
   void forward(const Tensor& ids, int64_t batch, int64_t len, std::vector<LayerState>& state,
                Tensor& hidden_out);
+  // Hidden states of one layer, numbered as Hugging Face's output_hidden_states (0..n_layer):
+  // layer 0 = token embeddings, layer K (1 <= K < n_layer) = residual stream after K blocks (before
+  // any norm), layer n_layer = after the final norm (the same as forward()). Blocks after the
+  // chosen layer are not run and their entries of `state` are left untouched.
+  // hidden_out: [batch*len, D].
+  void forward_layer(const Tensor& ids, int64_t batch, int64_t len, std::vector<LayerState>& state,
+                     int64_t layer, Tensor& hidden_out);
   // Host-ids convenience: uploads ids then forward().
   void forward_host(const int32_t* ids, int64_t batch, int64_t len, std::vector<LayerState>& state,
                     Tensor& hidden_out);

@@ -59,8 +59,7 @@ TEST_P(GoldenCausal, LogitsAndHiddenMatchReference) {
   MambaLM m(dir, be);
   io::SafetensorsFile g(dir + "/golden.safetensors");
   auto ref_logits = g.read_f32("logits");
-  for (int64_t chunk : {int64_t(1) << 30, int64_t(1000), int64_t(777), int64_t(1)}) {
-    if (chunk == 1 && GetParam() != "hf_mamba_tiny") continue;
+  for (int64_t chunk : {int64_t(1) << 30, int64_t(1000), int64_t(777), int64_t(13)}) {
     auto r = run_golden(m, g, chunk);
     double e = test::rel_err(r.logits, ref_logits);
     EXPECT_LT(e, 1e-4) << GetParam() << " logits, chunk " << chunk;
@@ -84,4 +83,28 @@ TEST(GoldenCausalLong, TwentyThousandTokensChunked) {
     auto r = run_golden(m, g, chunk);
     EXPECT_LT(test::rel_err(r.logits, ref), 1e-4) << "chunk " << chunk;
   }
+}
+
+// One token at a time (len 1, state carried every step) equals one pass.
+TEST(StateCarry, TokenByTokenEqualsOnePass) {
+  const std::string dir = test::golden("hf_mamba_tiny");
+  if (!std::filesystem::exists(dir)) GTEST_SKIP() << "no golden folder";
+  CpuBackend be(1);
+  MambaLM m(dir, be);
+  io::SafetensorsFile g(dir + "/golden.safetensors");
+  auto ids64 = g.read_i64("input_ids");
+  const int64_t L = 120, D = m.config().d_model;
+  std::vector<int32_t> ids(ids64.begin(), ids64.begin() + L);
+  auto st = m.new_state(1);
+  Tensor whole = be.alloc(L, D);
+  m.forward_host(ids.data(), 1, L, st, whole);
+  std::vector<float> a(size_t(L * D)), b(size_t(L * D));
+  be.to_host(whole, a.data());
+  m.reset_state(st);
+  Tensor one = be.alloc(1, D);
+  for (int64_t t = 0; t < L; ++t) {
+    m.forward_host(&ids[size_t(t)], 1, 1, st, one);
+    be.to_host(one, b.data() + t * D);
+  }
+  EXPECT_LT(test::rel_err(b, a), 1e-5);
 }

@@ -1,0 +1,64 @@
+// Fused residual add + RMSNorm / LayerNorm: residual = first ? x : x + residual;
+// out = norm(residual) * w (+ b).
+//
+// Launch limits: one warp per row, 8 rows a block of 256 threads; any width D (a lane walks the
+// row with stride 32; the row is read back from L1/L2 for the normalisation); rows < 2^34.
+// x, residual and out must not overlap (the model never aliases them).
+#include "backend/cuda/cuda_check.h"
+#include "kernels/kernels.h"
+
+namespace dnamba::kernels {
+
+namespace {
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
+  return v;
+}
+
+__global__ void __launch_bounds__(256)
+add_norm_kernel(const float* __restrict__ x, int64_t ld_x, float* __restrict__ res, int64_t ld_res, bool first,
+                const float* __restrict__ w, const float* __restrict__ bias, float eps, float* __restrict__ out,
+                int64_t ld_out, int64_t T, int64_t D) {
+  const int64_t t = int64_t(blockIdx.x) * 8 + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (t >= T) return;
+  const float* xr = x + t * ld_x;
+  float* rr = res + t * ld_res;
+  float* orow = out + t * ld_out;
+  float s1 = 0.0f, s2 = 0.0f;
+  for (int64_t d = lane; d < D; d += 32) {
+    const float v = first ? xr[d] : xr[d] + rr[d];
+    rr[d] = v;
+    s1 += v;
+    s2 = fmaf(v, v, s2);
+  }
+  __syncwarp();
+  if (!bias) {
+    const float inv = rsqrtf(warp_sum(s2) / float(D) + eps);
+    for (int64_t d = lane; d < D; d += 32) orow[d] = rr[d] * inv * w[d];
+  } else {
+    const float mean = warp_sum(s1) / float(D);
+    float var = 0.0f;
+    for (int64_t d = lane; d < D; d += 32) {
+      const float q = rr[d] - mean;
+      var = fmaf(q, q, var);
+    }
+    const float inv = rsqrtf(warp_sum(var) / float(D) + eps);
+    for (int64_t d = lane; d < D; d += 32) orow[d] = (rr[d] - mean) * inv * w[d] + bias[d];
+  }
+}
+
+}  // namespace
+
+void add_norm(const float* x, int64_t ld_x, float* residual, int64_t ld_res, bool first, const float* w,
+              const float* b, float eps, float* out, int64_t ld_out, int64_t T, int64_t D, cudaStream_t s) {
+  if (T == 0 || D == 0) return;
+  const int64_t blocks = (T + 7) / 8;
+  DNAMBA_CHECK(blocks < (int64_t(1) << 31), "add_norm: too many rows");
+  add_norm_kernel<<<unsigned(blocks), 256, 0, s>>>(x, ld_x, residual, ld_res, first, w, b, eps, out, ld_out, T, D);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace dnamba::kernels

@@ -1,0 +1,105 @@
+// Depthwise causal conv1d + bias + SiLU over `batch` sequences, with the conv state in and out.
+//
+// Launch limits:
+//   kernel width K: 1..16 (a fast instantiation for K <= 4, the Mamba width, and one for K <= 16).
+//   conv kernel: blocks of 128 threads = 128 consecutive channels (coalesced) x 64 time steps a
+//     thread; grid 1-D over (batch, time tile, channel group), < 2^31 blocks.
+//   state kernel: one thread per (batch, channel); runs after the conv kernel on the same stream,
+//     so the conv reads the old state before it is replaced.
+//   any length >= 0, any channel count; 64-bit offsets.
+#include "backend/cuda/cuda_check.h"
+#include "kernels/kernels.h"
+
+namespace dnamba::kernels {
+
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kSteps = 64;
+
+template <int KMAX>
+__global__ void __launch_bounds__(kThreads)
+conv1d_silu_kernel(const float* __restrict__ x, int64_t ld_x, const float* __restrict__ w, int64_t ld_w,
+                   const float* __restrict__ bias, const float* __restrict__ state, int64_t ld_state,
+                   float* __restrict__ out, int64_t ld_out, int64_t len, int64_t C, int K, int64_t ncg,
+                   int64_t ntiles) {
+  int64_t bid = blockIdx.x;
+  const int64_t cg = bid % ncg;
+  bid /= ncg;
+  const int64_t tile = bid % ntiles, b = bid / ntiles;
+  const int64_t c = cg * kThreads + threadIdx.x;
+  if (c >= C) return;
+  const int S = K - 1;
+  // Newest input at window[KMAX-1]; wpad aligned with it, zero before the kernel's first tap.
+  float wpad[KMAX], win[KMAX];
+#pragma unroll
+  for (int i = 0; i < KMAX; ++i) {
+    const int k = i - (KMAX - K);
+    wpad[i] = k >= 0 ? w[c * ld_w + k] : 0.0f;
+  }
+  const float bc = bias ? bias[c] : 0.0f;
+  const int64_t t0 = tile * kSteps, t1 = min(len, t0 + kSteps);
+  const float* xb = x + b * len * ld_x + c;
+  // win[KMAX-1-j] = input at time t0-j for j = 1..KMAX-1 (zero where the kernel does not reach).
+#pragma unroll
+  for (int i = 0; i < KMAX - 1; ++i) {
+    const int back = KMAX - 1 - i;  // win[i] holds time t0 - back
+    float v = 0.0f;
+    if (back <= S) {
+      const int64_t t = t0 - back;
+      v = t >= 0 ? xb[t * ld_x] : state[b * ld_state + c * S + (t + S)];
+    }
+    win[i] = v;
+  }
+  for (int64_t t = t0; t < t1; ++t) {
+    win[KMAX - 1] = xb[t * ld_x];
+    float acc = bc;
+#pragma unroll
+    for (int i = 0; i < KMAX; ++i) acc = fmaf(wpad[i], win[i], acc);
+    out[(b * len + t) * ld_out + c] = acc / (1.0f + __expf(-acc));
+#pragma unroll
+    for (int i = 0; i < KMAX - 1; ++i) win[i] = win[i + 1];
+  }
+}
+
+// state[j] = input at time len-S+j (from x, or from the old state when len < S).
+__global__ void conv_state_kernel(const float* __restrict__ x, int64_t ld_x, float* __restrict__ state,
+                                  int64_t ld_state, int64_t batch, int64_t len, int64_t C, int S) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= batch * C) return;
+  const int64_t c = i % C, b = i / C;
+  float* st = state + b * ld_state + c * S;
+  // Increasing j reads old entries j+len > j before they are overwritten.
+  for (int j = 0; j < S; ++j) {
+    const int64_t t = len - S + j;
+    st[j] = t >= 0 ? x[(b * len + t) * ld_x + c] : st[j + len];
+  }
+}
+
+}  // namespace
+
+void conv1d_silu(const float* x, int64_t ld_x, const float* w, int64_t ld_w, const float* bias, float* state,
+                 int64_t ld_state, float* out, int64_t ld_out, int64_t batch, int64_t len, int64_t C, int64_t K,
+                 cudaStream_t s) {
+  DNAMBA_CHECK(K >= 1 && K <= 16, "conv1d: kernel width " + std::to_string(K) + " outside 1..16 on CUDA");
+  if (batch == 0 || C == 0) return;
+  if (len > 0) {
+    const int64_t ncg = (C + kThreads - 1) / kThreads, ntiles = (len + kSteps - 1) / kSteps;
+    const int64_t blocks = batch * ntiles * ncg;
+    DNAMBA_CHECK(blocks < (int64_t(1) << 31), "conv1d: input too long for one call");
+    if (K <= 4)
+      conv1d_silu_kernel<4><<<unsigned(blocks), kThreads, 0, s>>>(x, ld_x, w, ld_w, bias, state, ld_state, out,
+                                                                 ld_out, len, C, int(K), ncg, ntiles);
+    else
+      conv1d_silu_kernel<16><<<unsigned(blocks), kThreads, 0, s>>>(x, ld_x, w, ld_w, bias, state, ld_state, out,
+                                                                  ld_out, len, C, int(K), ncg, ntiles);
+    CUDA_CHECK_LAUNCH();
+  }
+  if (K > 1 && len > 0) {
+    const int64_t n = batch * C;
+    conv_state_kernel<<<unsigned((n + 255) / 256), 256, 0, s>>>(x, ld_x, state, ld_state, batch, len, C, int(K - 1));
+    CUDA_CHECK_LAUNCH();
+  }
+}
+
+}  // namespace dnamba::kernels

@@ -1,0 +1,57 @@
+// The CUDA backend: device memory through cudaMalloc (never managed memory), one stream per
+// backend, matrix products through cuBLAS (BF16 mode: bf16 operands, fp32 accumulation; F32 mode:
+// true fp32, no TF32), every other op a kernel of kernels/ (one op per file).
+#pragma once
+#include <memory>
+
+#include "backend/backend.h"
+
+namespace dnamba {
+
+// Number of usable CUDA devices (0 when there is no driver or no GPU).
+int cuda_device_count();
+std::unique_ptr<Backend> make_cuda_backend(int index, DType compute, int threads);
+
+class CudaBackend : public Backend {
+ public:
+  CudaBackend(int device, DType compute);
+  ~CudaBackend() override;
+  std::string name() const override { return "cuda:" + std::to_string(device_); }
+  bool is_gpu() const override { return true; }
+  DType compute_dtype() const override { return compute_; }
+
+  Tensor alloc(int64_t rows, int64_t cols, DType dt) override;
+  void to_device(Tensor& dst, const void* host) override;
+  void to_host(const Tensor& src, void* host) override;
+  void copy(Tensor& dst, const Tensor& src) override;
+  void zero(Tensor& t) override;
+  void synchronize() override;
+  Tensor weight_matrix(const float* host, int64_t rows, int64_t cols) override;
+
+  void embedding(const Tensor& ids, const Tensor& table, Tensor& out) override;
+  void add_norm(const Tensor& x, Tensor& residual, bool first, const Tensor& w, const Tensor* b, float eps,
+                Tensor& out) override;
+  void linear(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out) override;
+  void conv1d_silu(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& state, int64_t batch,
+                   int64_t len, Tensor& out) override;
+  void selective_scan(const SelectiveScanArgs& a) override;
+  void token_logprobs(const Tensor& hidden, const Tensor& lm_w, const Tensor& targets, Tensor& out) override;
+  void log_softmax_logits(const Tensor& hidden, const Tensor& lm_w, Tensor& out) override;
+
+  // Sequence chunk of the parallel scan (0: chosen from the GPU size). For tests.
+  void set_scan_chunk(int64_t chunk) { scan_chunk_ = chunk; }
+  int sm_count() const { return sm_count_; }
+
+ private:
+  void* scratch(int slot, size_t bytes);
+  void check_device_errors();
+
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  int device_ = 0;
+  DType compute_ = DType::BF16;
+  int sm_count_ = 1;
+  int64_t scan_chunk_ = 0;
+};
+
+}  // namespace dnamba
