@@ -106,7 +106,7 @@ scan_chunk_kernel(const ScanParams p, const Geometry g, int64_t chunks_launched,
   float dt_sum = 0.0f;
 
   for (int64_t tt = t0; tt < t1; tt += TT) {
-    const int nt = int(min<int64_t>(TT, t1 - tt));
+    const int nt = int(min(int64_t(TT), t1 - tt));
     __syncthreads();  // the previous tile has been read
     for (int idx = threadIdx.x; idx < TT * NP; idx += kThreads) {
       const int r = idx / NP, n = idx % NP;

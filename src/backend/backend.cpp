@@ -1,5 +1,7 @@
 #include "backend/backend.h"
 
+#include <vector>
+
 namespace dnamba {
 
 size_t dtype_size(DType dt) {
@@ -46,6 +48,22 @@ Tensor Backend::upload_f32(const float* host, int64_t rows, int64_t cols) {
   Tensor t = alloc(rows, cols, DType::F32);
   to_device(t, host);
   return t;
+}
+
+void Backend::mul(const Tensor& a, const Tensor& b, Tensor& out) {
+  DNAMBA_CHECK(a.dtype == DType::F32 && b.dtype == DType::F32 && out.dtype == DType::F32, "mul: expected fp32");
+  DNAMBA_CHECK(a.rows == b.rows && a.cols == b.cols && out.rows == a.rows && out.cols == a.cols, "mul: shapes differ");
+  std::vector<float> x(size_t(a.numel())), y(size_t(b.numel()));
+  to_host(a, x.data());
+  to_host(b, y.data());
+  for (size_t i = 0; i < x.size(); ++i) x[i] *= y[i];
+  if (out.contiguous()) {
+    to_device(out, x.data());
+  } else {
+    Tensor t = alloc(out.rows, out.cols, DType::F32);
+    to_device(t, x.data());
+    copy(out, t);
+  }
 }
 
 }  // namespace dnamba

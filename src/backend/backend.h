@@ -25,9 +25,11 @@ struct Tensor {
   int64_t rows = 0, cols = 0, ld = 0;
   DType dtype = DType::F32;
 
+  // The first element of the view; `offset` counts elements of `dtype` whatever T is (so
+  // data<char>() is the view's first byte).
   template <class T>
   T* data() const {
-    return static_cast<T*>(storage.get()) + offset;
+    return reinterpret_cast<T*>(static_cast<char*>(storage.get()) + offset * int64_t(dtype_size(dtype)));
   }
   bool defined() const { return storage != nullptr; }
   bool contiguous() const { return ld == cols || rows <= 1; }
@@ -107,6 +109,10 @@ class Backend {
                               Tensor& out) = 0;
   // Full log-softmax over the vocabulary: out[T, V] (for callers that need every token).
   virtual void log_softmax_logits(const Tensor& hidden, const Tensor& lm_w, Tensor& out) = 0;
+
+  // ---- ops with a default implementation through host memory (any backend; override for speed)
+  // out[T,C] = a[T,C] * b[T,C] elementwise, F32 (Caduceus bidirectional_strategy ew_multiply).
+  virtual void mul(const Tensor& a, const Tensor& b, Tensor& out);
 };
 
 // Creates a backend: "cpu", "cuda", "cuda:N". compute: F32 or BF16 (GPU only).

@@ -2,6 +2,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "cli/common.h"
+#include "model/caduceus.h"
 #include "model/mamba_lm.h"
 
 namespace dnamba::cli {
@@ -26,6 +27,15 @@ int cmd_info(int argc, char** argv) {
   if (c.causal()) {
     CpuBackend be(1);
     MambaLM m(model, be);
+    std::cout << "parameters\t" << m.parameter_count() << "\n";
+    std::cout << "dtype\t" << m.stored_dtype() << "\n";
+  } else {
+    CpuBackend be(1);
+    CaduceusModel m(model, be);
+    std::cout << "variant\t" << (c.rcps ? "PS (reverse-complement equivariant)" : "Ph (post-hoc RC averaging)") << "\n"
+              << "bidirectional\t" << c.bidirectional << "\nbidirectional_strategy\t" << c.bidirectional_strategy
+              << "\nbidirectional_weight_tie\t" << c.bidirectional_weight_tie << "\nfused_add_norm\t" << c.fused_add_norm
+              << "\nhidden_size\t" << m.hidden_size() << "\ntraining_length\t" << m.training_length() << "\n";
     std::cout << "parameters\t" << m.parameter_count() << "\n";
     std::cout << "dtype\t" << m.stored_dtype() << "\n";
   }

@@ -35,5 +35,8 @@ bool parse_or_help(int argc, char** argv, const po::options_description& desc,
 using CommandFn = int (*)(int argc, char** argv);
 int cmd_track(int argc, char** argv);
 int cmd_info(int argc, char** argv);
+int cmd_train(int argc, char** argv);
+int cmd_score(int argc, char** argv);
+int cmd_embed(int argc, char** argv);
 
 }  // namespace dnamba::cli

@@ -17,7 +17,10 @@ struct Command {
 const std::map<std::string, Command>& commands() {
   static const std::map<std::string, Command> m = {
       {"track", {dnamba::cli::cmd_track, "per-base model values over a reference (bedGraph)"}},
+      {"embed", {dnamba::cli::cmd_embed, "hidden states over a reference or reads (Zarr, npy)"}},
       {"info", {dnamba::cli::cmd_info, "describe a model directory"}},
+      {"train", {dnamba::cli::cmd_train, "train a Mamba model on genomes (next-base prediction)"}},
+      {"score", {dnamba::cli::cmd_score, "variant-effect scores for a VCF/BCF (INFO DNAMBA_LLR)"}},
   };
   return m;
 }

@@ -206,10 +206,16 @@ struct FastaReader::Impl {
 
   // ---------------------------------------------------------------- indexed mode
 
-  // Returns the byte at uncompressed offset off, or -1 past the end of the file.
+  // Reads up to n bytes at uncompressed offset off into buf (one seek: on bgzip each seek inflates a
+  // block); returns how many there were before the end of the file.
+  int bytes_at(int64_t off, int n, unsigned char* buf) {
+    if (bgzf_useek(fp, off, SEEK_SET) < 0) return 0;
+    ssize_t got = bgzf_read(fp, buf, size_t(n));
+    return got < 0 ? 0 : int(got);
+  }
   int byte_at(int64_t off) {
-    if (bgzf_useek(fp, off, SEEK_SET) < 0) return -1;
-    return bgzf_getc(fp);
+    unsigned char c;
+    return bytes_at(off, 1, &c) == 1 ? c : -1;
   }
 
   [[noreturn]] void index_disagrees(const std::string& contig, int64_t pos1) const {
@@ -217,12 +223,13 @@ struct FastaReader::Impl {
                 std::to_string(pos1) + " (rebuild it with samtools faidx)");
   }
 
-  // faidx trusts the .fai blindly: with a stale one it returns other bases, without any error. So we
-  // compare the .fai's layout with the file's bytes where it is cheap to: check_layout() at both ends
-  // of a contig (the header ends just before the first base; the last base is followed by a line end,
-  // which catches a changed length) and check_line_end() at every fetch (the line holding the fetch
-  // start ends where the line width says, which catches a changed width even when the number of
-  // lines, and so every contig boundary, stayed the same).
+  // faidx trusts the .fai blindly: with a stale one it returns other bases, without any error. So
+  // before a contig is first read we compare the .fai's layout with the file's bytes: the header ends
+  // just before the first base (offset), the first line ends where the line width says (width; this
+  // catches a rewrap even when the number of lines, and so every contig boundary, stayed the same),
+  // and the last base is followed by a line end (length). A FASTA that faidx can index has lines of
+  // one width per contig, so these three points fix its whole layout. Not per fetch: on bgzip every
+  // check is a seek that inflates a block, doubling the cost of small random reads.
   void check_layout(size_t i) {
     if (layout_checked[i]) return;
     const FaiEntry& e = fai_entries[i];
@@ -231,9 +238,10 @@ struct FastaReader::Impl {
       int64_t last = e.length - 1;
       int64_t last_off = e.offset + (last / e.line_bases) * e.line_bytes + last % e.line_bases;
       if (!is_base_letter(byte_at(e.offset))) index_disagrees(e.name, 1);
-      if (!is_base_letter(byte_at(last_off))) index_disagrees(e.name, e.length);
-      int after = byte_at(last_off + 1);
-      if (after != -1 && after != '\n' && after != '\r') index_disagrees(e.name, e.length);
+      unsigned char tail[2];
+      int n = bytes_at(last_off, 2, tail);
+      if (n < 1 || !is_base_letter(tail[0]) || (n == 2 && tail[1] != '\n' && tail[1] != '\r'))
+        index_disagrees(e.name, e.length);
       check_line_end(e, 0);
     }
     layout_checked[i] = 1;
@@ -242,9 +250,11 @@ struct FastaReader::Impl {
   void check_line_end(const FaiEntry& e, int64_t pos) {
     int64_t line_index = pos / e.line_bases;
     if ((line_index + 1) * e.line_bases >= e.length) return;  // the last line may be short
-    int64_t line_off = e.offset + line_index * e.line_bytes;
-    if (!is_base_letter(byte_at(line_off + e.line_bases - 1)) || byte_at(line_off + e.line_bytes - 1) != '\n' ||
-        (e.line_bytes == e.line_bases + 2 && byte_at(line_off + e.line_bases) != '\r'))
+    // The last base of the line, then "\n" or "\r\n".
+    const int want = int(e.line_bytes - e.line_bases) + 1;
+    unsigned char end[3];
+    if (bytes_at(e.offset + line_index * e.line_bytes + e.line_bases - 1, want, end) != want ||
+        !is_base_letter(end[0]) || end[want - 1] != '\n' || (want == 3 && end[1] != '\r'))
       index_disagrees(e.name, line_index * e.line_bases + e.line_bases);
   }
 
@@ -273,7 +283,6 @@ struct FastaReader::Impl {
 
   void fetch_chunk(int64_t beg, int64_t end) {
     const std::string& name = fai_entries[segment.contig].name;
-    check_line_end(fai_entries[segment.contig], beg);
     hts_pos_t len = 0;
     char* s = faidx_fetch_seq64(fai, name.c_str(), beg, end - 1, &len);
     if (!s) throw Error(path + ": cannot read " + name + ":" + std::to_string(beg + 1) + "-" + std::to_string(end) +

@@ -1,6 +1,7 @@
 // Helpers shared by the unit tests.
 #pragma once
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,11 @@ inline double max_abs_diff(const std::vector<float>& a, const std::vector<float>
   for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::fabs(double(a[i]) - b[i]));
   return m;
 }
-inline std::string golden(const std::string& sub) { return std::string(DNAMBA_GOLDEN_DIR) + "/" + sub; }
+// The environment variable DNAMBA_GOLDEN_DIR, when set, overrides the compiled-in folder (GPU runs
+// on another machine).
+inline std::string golden(const std::string& sub) {
+  const char* env = std::getenv("DNAMBA_GOLDEN_DIR");
+  return std::string(env && *env ? env : DNAMBA_GOLDEN_DIR) + "/" + sub;
+}
 
 }  // namespace dnamba::test

@@ -17,6 +17,11 @@ inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 // PyTorch's softplus (beta 1, threshold 20).
 inline float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
 
+// First byte of a tensor view (Tensor::offset counts elements of its dtype, not bytes).
+char* bytes_of(const Tensor& t) {
+  return static_cast<char*>(t.storage.get()) + t.offset * int64_t(dtype_size(t.dtype));
+}
+
 void check_f32(const Tensor& t, const char* what) {
   DNAMBA_CHECK(t.defined(), std::string(what) + ": undefined tensor");
   DNAMBA_CHECK(t.dtype == DType::F32, std::string(what) + ": expected fp32, got " + dtype_name(t.dtype));
@@ -61,14 +66,14 @@ Tensor CpuBackend::alloc(int64_t rows, int64_t cols, DType dt) {
 
 void CpuBackend::to_device(Tensor& dst, const void* host) {
   DNAMBA_CHECK(dst.contiguous(), "to_device: destination must be contiguous");
-  std::memcpy(dst.data<char>(), host, size_t(dst.numel()) * dtype_size(dst.dtype));
+  std::memcpy(bytes_of(dst), host, size_t(dst.numel()) * dtype_size(dst.dtype));
 }
 
 void CpuBackend::to_host(const Tensor& src, void* host) {
   size_t es = dtype_size(src.dtype);
   size_t row_bytes = size_t(src.cols) * es;
   for (int64_t r = 0; r < src.rows; ++r)
-    std::memcpy(static_cast<char*>(host) + r * row_bytes, src.data<char>() + r * src.ld * es, row_bytes);
+    std::memcpy(static_cast<char*>(host) + r * row_bytes, bytes_of(src) + r * src.ld * es, row_bytes);
 }
 
 void CpuBackend::copy(Tensor& dst, const Tensor& src) {
@@ -76,12 +81,12 @@ void CpuBackend::copy(Tensor& dst, const Tensor& src) {
   check_shape(dst, src.rows, src.cols, "copy");
   size_t es = dtype_size(src.dtype);
   for (int64_t r = 0; r < src.rows; ++r)
-    std::memmove(dst.data<char>() + r * dst.ld * es, src.data<char>() + r * src.ld * es, size_t(src.cols) * es);
+    std::memmove(bytes_of(dst) + r * dst.ld * es, bytes_of(src) + r * src.ld * es, size_t(src.cols) * es);
 }
 
 void CpuBackend::zero(Tensor& t) {
   size_t es = dtype_size(t.dtype);
-  for (int64_t r = 0; r < t.rows; ++r) std::memset(t.data<char>() + r * t.ld * es, 0, size_t(t.cols) * es);
+  for (int64_t r = 0; r < t.rows; ++r) std::memset(bytes_of(t) + r * t.ld * es, 0, size_t(t.cols) * es);
 }
 
 void CpuBackend::embedding(const Tensor& ids, const Tensor& table, Tensor& out) {

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -15,6 +16,30 @@
 namespace dnamba {
 
 namespace {
+
+// Times one op on the backend's stream when profiling is on.
+class OpTimer {
+ public:
+  OpTimer(bool on, cudaStream_t s, const char* op, std::vector<std::pair<const char*, std::pair<cudaEvent_t, cudaEvent_t>>>* out)
+      : on_(on), s_(s), op_(op), out_(out) {
+    if (!on_) return;
+    cudaEventCreate(&a_);
+    cudaEventCreate(&b_);
+    cudaEventRecord(a_, s_);
+  }
+  ~OpTimer() {
+    if (!on_) return;
+    cudaEventRecord(b_, s_);
+    out_->push_back({op_, {a_, b_}});
+  }
+
+ private:
+  bool on_;
+  cudaStream_t s_;
+  const char* op_;
+  std::vector<std::pair<const char*, std::pair<cudaEvent_t, cudaEvent_t>>>* out_;
+  cudaEvent_t a_{}, b_{};
+};
 
 std::string shape_str(int64_t r, int64_t c) { return "[" + std::to_string(r) + "," + std::to_string(c) + "]"; }
 
@@ -64,6 +89,9 @@ std::unique_ptr<Backend> make_cuda_backend(int index, DType compute, int /*threa
 }
 
 struct CudaBackend::Impl {
+  // DNAMBA_CUDA_PROFILE=1: events around every op, summed per op when the backend goes away.
+  bool profile = false;
+  std::vector<std::pair<const char*, std::pair<cudaEvent_t, cudaEvent_t>>> spans;
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
   int* bad_id = nullptr;  // device flag set by the embedding kernel
@@ -87,11 +115,29 @@ CudaBackend::CudaBackend(int device, DType compute) : impl_(std::make_unique<Imp
   CUDA_CHECK(cudaMalloc(&impl_->bad_id, sizeof(int)));
   CUDA_CHECK(cudaMemsetAsync(impl_->bad_id, 0, sizeof(int), impl_->stream));
   if (const char* e = std::getenv("DNAMBA_SCAN_CHUNK")) scan_chunk_ = std::atoll(e);
+  if (const char* e = std::getenv("DNAMBA_CUDA_PROFILE")) impl_->profile = *e && *e != '0';
 }
 
 CudaBackend::~CudaBackend() {
   cudaSetDevice(device_);
   if (impl_->stream) cudaStreamSynchronize(impl_->stream);
+  if (!impl_->spans.empty()) {
+    std::vector<std::pair<std::string, std::pair<double, long>>> sum;
+    double total = 0;
+    for (auto& [op, ev] : impl_->spans) {
+      float ms = 0;
+      cudaEventElapsedTime(&ms, ev.first, ev.second);
+      cudaEventDestroy(ev.first);
+      cudaEventDestroy(ev.second);
+      total += ms;
+      auto it = std::find_if(sum.begin(), sum.end(), [&](auto& x) { return x.first == op; });
+      if (it == sum.end()) sum.push_back({op, {ms, 1}});
+      else it->second.first += ms, it->second.second += 1;
+    }
+    std::fprintf(stderr, "CUDA op time on %s (DNAMBA_CUDA_PROFILE):\n", name().c_str());
+    for (auto& [op, v] : sum)
+      std::fprintf(stderr, "  %-20s %10.1f ms %5.1f%% %8ld calls\n", op.c_str(), v.first, 100 * v.first / total, v.second);
+  }
   for (auto& s : impl_->slots)
     if (s.p) cudaFree(s.p);
   if (impl_->bad_id) cudaFree(impl_->bad_id);
@@ -158,6 +204,7 @@ Tensor CudaBackend::alloc(int64_t rows, int64_t cols, DType dt) {
 }
 
 void CudaBackend::to_device(Tensor& dst, const void* host) {
+  OpTimer timer_(impl_->profile, impl_->stream, "to_device", &impl_->spans);
   DNAMBA_CHECK(dst.contiguous(), "to_device: destination must be contiguous");
   const size_t bytes = size_t(dst.numel()) * dtype_size(dst.dtype);
   if (bytes == 0) return;
@@ -166,6 +213,7 @@ void CudaBackend::to_device(Tensor& dst, const void* host) {
 }
 
 void CudaBackend::to_host(const Tensor& src, void* host) {
+  OpTimer timer_(impl_->profile, impl_->stream, "to_host", &impl_->spans);
   const size_t es = dtype_size(src.dtype);
   if (src.rows > 0 && src.cols > 0)
     CUDA_CHECK(cudaMemcpy2DAsync(host, size_t(src.cols) * es, src.data<char>(), size_t(src.ld) * es,
@@ -204,6 +252,7 @@ Tensor CudaBackend::weight_matrix(const float* host, int64_t rows, int64_t cols)
 // ---- ops
 
 void CudaBackend::embedding(const Tensor& ids, const Tensor& table, Tensor& out) {
+  OpTimer timer_(impl_->profile, impl_->stream, "embedding", &impl_->spans);
   DNAMBA_CHECK(ids.dtype == DType::I32 && ids.cols == 1, "embedding: ids must be [T,1] int32");
   DNAMBA_CHECK(table.dtype == DType::F32 || table.dtype == DType::BF16, "embedding: table must be fp32 or bf16");
   check_dtype(out, DType::F32, "embedding out");
@@ -214,6 +263,7 @@ void CudaBackend::embedding(const Tensor& ids, const Tensor& table, Tensor& out)
 
 void CudaBackend::add_norm(const Tensor& x, Tensor& residual, bool first, const Tensor& w, const Tensor* b, float eps,
                            Tensor& out) {
+  OpTimer timer_(impl_->profile, impl_->stream, "add_norm", &impl_->spans);
   const int64_t T = x.rows, D = x.cols;
   check_dtype(x, DType::F32, "add_norm x");
   check_dtype(residual, DType::F32, "add_norm residual");
@@ -231,6 +281,7 @@ void CudaBackend::add_norm(const Tensor& x, Tensor& residual, bool first, const 
 }
 
 void CudaBackend::linear(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out) {
+  OpTimer timer_(impl_->profile, impl_->stream, "linear", &impl_->spans);
   check_dtype(x, DType::F32, "linear x");
   check_dtype(out, DType::F32, "linear out");
   DNAMBA_CHECK(W.dtype == DType::F32 || W.dtype == DType::BF16, "linear: W must be fp32 or bf16");
@@ -263,6 +314,7 @@ void CudaBackend::linear(const Tensor& x, const Tensor& W, const Tensor* bias, T
 
 void CudaBackend::conv1d_silu(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& state, int64_t batch,
                               int64_t len, Tensor& out) {
+  OpTimer timer_(impl_->profile, impl_->stream, "conv1d_silu", &impl_->spans);
   const int64_t C = x.cols, K = weight.cols, S = K - 1;
   check_dtype(x, DType::F32, "conv1d x");
   check_dtype(weight, DType::F32, "conv1d weight");
@@ -281,6 +333,7 @@ void CudaBackend::conv1d_silu(const Tensor& x, const Tensor& weight, const Tenso
 }
 
 void CudaBackend::selective_scan(const SelectiveScanArgs& a) {
+  OpTimer timer_(impl_->profile, impl_->stream, "selective_scan", &impl_->spans);
   const int64_t batch = a.batch, len = a.len;
   DNAMBA_CHECK(a.u && a.delta && a.A && a.B && a.C && a.state && a.out, "selective_scan: missing argument");
   const int64_t C = a.u->cols, N = a.A->cols;
@@ -337,6 +390,7 @@ void CudaBackend::selective_scan(const SelectiveScanArgs& a) {
 }
 
 void CudaBackend::token_logprobs(const Tensor& hidden, const Tensor& lm_w, const Tensor& targets, Tensor& out) {
+  OpTimer timer_(impl_->profile, impl_->stream, "token_logprobs", &impl_->spans);
   const int64_t T = hidden.rows, V = lm_w.rows, D = hidden.cols;
   check_dtype(hidden, DType::F32, "token_logprobs hidden");
   check_dtype(out, DType::F32, "token_logprobs out");

@@ -1,0 +1,364 @@
+#include "pipeline/variant_stream.h"
+
+#include <htslib/vcf.h>
+
+#include <chrono>
+#include <cmath>
+#include <deque>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <unordered_set>
+
+#include "common/progress.h"
+#include "model/tokenizer.h"
+
+namespace dnamba {
+
+using score::Flag;
+using score::StrandAllele;
+
+std::string VariantStreamStats::summary() const {
+  std::ostringstream o;
+  o << records << " records, " << alleles << " ALT alleles: " << scored << " scored";
+  int64_t nflag = 0;
+  for (size_t i = 1; i < flagged.size(); ++i)
+    if (Flag(i) != Flag::NoAlt) nflag += flagged[i];
+  o << ", " << nflag << " flagged";
+  std::string sep = " (";
+  for (size_t i = 1; i < flagged.size(); ++i) {
+    if (!flagged[i] || Flag(i) == Flag::NoAlt) continue;
+    o << sep << score::flag_name(Flag(i)) << " " << flagged[i];
+    sep = ", ";
+  }
+  if (nflag) o << ")";
+  if (flagged[size_t(Flag::NoAlt)]) o << "; " << flagged[size_t(Flag::NoAlt)] << " records without ALT (NO_ALT)";
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "; %.2f s, %.1f records/s, %.1f scored alleles/s, %.3g model positions", seconds,
+                seconds > 0 ? double(records) / seconds : 0.0, seconds > 0 ? double(scored) / seconds : 0.0,
+                double(model_tokens));
+  o << buf;
+  return o.str();
+}
+
+std::vector<std::string> score_header_lines(const score::ScoreParams& prm, const std::string& model_desc,
+                                            const std::string& command_line) {
+  const std::string H = std::to_string(prm.horizon), S = std::to_string(prm.segment), C = std::to_string(prm.context);
+  const std::string def =
+      "ln P(alt haplotype) - ln P(ref haplotype) under the causal model, summed from the first base where ALT and REF "
+      "differ through the H=" + H + " reference bases after the REF allele (the same bases on both haplotypes), each "
+      "base conditioned on everything since the start of the variant's segment (segments tile each contig every S=" + S +
+      " bases and start C=" + C + " bases before their first base)";
+  std::vector<std::string> l;
+  l.push_back("##INFO=<ID=DNAMBA_LLR,Number=A,Type=Float,Description=\"dnamba: " + def +
+              (prm.rc ? "; mean of the forward strand and the reverse-complement strand (DNAMBA_LLR_FWD, DNAMBA_LLR_REV)"
+                      : "; forward strand only") + "\">");
+  if (prm.rc) {
+    l.push_back("##INFO=<ID=DNAMBA_LLR_FWD,Number=A,Type=Float,Description=\"dnamba: DNAMBA_LLR on the forward strand\">");
+    l.push_back("##INFO=<ID=DNAMBA_LLR_REV,Number=A,Type=Float,Description=\"dnamba: DNAMBA_LLR on the reverse-complement "
+                "strand, where the model reads right to left: the first differing base from the right, the H bases "
+                "before POS, segments ending C bases after their last base\">");
+  }
+  std::string flags;
+  for (size_t i = 1; i < size_t(Flag::kCount); ++i) flags += std::string(i > 1 ? ", " : "") + score::flag_name(Flag(i));
+  l.push_back("##INFO=<ID=DNAMBA_FLAG,Number=.,Type=String,Description=\"dnamba: why an ALT allele has no DNAMBA_LLR, "
+              "one value per ALT ('.' = scored), or NO_ALT for a record without ALT: " + flags + "\">");
+  l.push_back(std::string("##dnamba_scoreVersion=") + DNAMBA_VERSION);
+  l.push_back("##dnamba_scoreModel=" + model_desc);
+  l.push_back("##dnamba_scoreParameters=horizon=" + H + ";context=" + C + ";segment=" + S + ";rc=" +
+              (prm.rc ? "yes" : "no") + ";method=" + (prm.method == score::Method::Fast ? "fast" : "naive") +
+              ";max_allele_length=" + std::to_string(prm.max_allele_length));
+  l.push_back("##dnamba_scoreCommand=" + command_line);
+  return l;
+}
+
+namespace {
+
+// A window of the current contig's reference, refetched in large blocks as the input moves on.
+class RefWindow {
+ public:
+  explicit RefWindow(io::FastaReader& r) : reader_(r) {}
+  std::string_view get(const std::string& contig, int64_t beg, int64_t end) {
+    if (contig != contig_ || beg < beg_ || end > beg_ + int64_t(seq_.size())) {
+      const int64_t L = reader_.contig_length(contig);
+      const int64_t b = std::max<int64_t>(0, beg - (int64_t(1) << 17));
+      const int64_t e = std::min(L, std::max(end, beg + (int64_t(1) << 21)));
+      reader_.set_regions({io::Region{contig, b, e}});
+      seq_.clear();
+      io::SequencePiece piece;
+      while (reader_.next(piece, e - b)) seq_ += piece.seq;
+      DNAMBA_CHECK(int64_t(seq_.size()) == e - b, "reference fetch returned a short sequence");
+      contig_ = contig;
+      beg_ = b;
+    }
+    return std::string_view(seq_).substr(size_t(beg - beg_), size_t(end - beg));
+  }
+
+ private:
+  io::FastaReader& reader_;
+  std::string contig_, seq_;
+  int64_t beg_ = 0;
+};
+
+struct Allele {
+  Flag flag = Flag::None;
+  StrandAllele fwd, rev;
+};
+
+struct Pending {
+  bcf1_t* rec = nullptr;
+  std::vector<Allele> alleles;  // one per ALT; fixed size once created (groups point into it)
+  int64_t jobs_left = 0;
+  ~Pending() {
+    if (rec) bcf_destroy(rec);
+  }
+};
+
+struct Group {
+  int64_t s = 0;    // run start, strand coordinates
+  int64_t end = 0;  // max window end, strand coordinates
+  std::vector<StrandAllele*> alleles;
+  std::vector<Pending*> owners;
+};
+
+class Streamer {
+ public:
+  Streamer(MambaLM& model, io::FastaReader& ref, io::VcfReader& in, bcf_hdr_t* out_hdr, io::VcfWriter& out,
+           const score::ScoreParams& prm, bool quiet)
+      : ref_(ref), win_(ref), in_(in), hdr_(out_hdr), out_(out), prm_(prm), scorer_(model, prm),
+        progress_("score", quiet) {}
+
+  VariantStreamStats run() {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (;;) {
+      bcf1_t* rec = bcf_init();
+      if (!rec) throw std::bad_alloc();
+      bool ok;
+      try {
+        ok = in_.next(rec);
+      } catch (...) {
+        bcf_destroy(rec);
+        throw;
+      }
+      if (!ok) {
+        bcf_destroy(rec);
+        break;
+      }
+      auto p = std::make_unique<Pending>();
+      p->rec = rec;
+      add_record(std::move(p));
+      progress_.update(stats_.records, 0, "records");
+    }
+    flush_groups(INT64_MAX);
+    emit_ready();
+    DNAMBA_CHECK(fifo_.empty(), "score: records left unwritten");
+    progress_.finish();
+    stats_.model_tokens = scorer_.tokens_run();
+    stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return stats_;
+  }
+
+ private:
+  std::string where(const bcf1_t* rec) const {
+    return in_.path() + ": record " + std::to_string(in_.records_read()) + " (" +
+           bcf_hdr_id2name(in_.header(), rec->rid) + ":" + std::to_string(rec->pos + 1) + ")";
+  }
+
+  void add_record(std::unique_ptr<Pending> pr) {
+    bcf1_t* rec = pr->rec;
+    ++stats_.records;
+    const std::string contig = bcf_hdr_id2name(in_.header(), rec->rid);
+    if (rec->errcode & BCF_ERR_CTG_UNDEF) define_contig(rec, contig);
+    const int64_t p = rec->pos;
+    if (contig != contig_) {
+      if (seen_.count(contig))
+        throw Error(where(rec) + ": unsorted input: contig " + contig + " appears again after other contigs "
+                    "(sort it with bcftools sort)");
+      flush_groups(INT64_MAX);
+      seen_.insert(contig);
+      contig_ = contig;
+      L_ = ref_.contig_length(contig);
+    } else if (p < last_pos_) {
+      throw Error(where(rec) + ": unsorted input: POS " + std::to_string(p + 1) + " comes after " +
+                  std::to_string(last_pos_ + 1) + " on " + contig + " (sort it with bcftools sort)");
+    }
+    last_pos_ = p;
+    flush_groups(p);
+
+    const int n_alt = int(rec->n_allele) - 1;
+    if (n_alt <= 0) {
+      ++stats_.flagged[size_t(Flag::NoAlt)];
+      fifo_.push_back(std::move(pr));
+      emit_ready();
+      return;
+    }
+    stats_.alleles += n_alt;
+    pr->alleles.resize(size_t(n_alt));
+    const std::string_view ref_allele = rec->d.allele[0];
+    const int64_t lr = int64_t(ref_allele.size());
+    Flag ref_flag = Flag::None;
+    if (L_ < 0) ref_flag = Flag::ContigMissing;
+    else if (lr == 0) ref_flag = Flag::InvalidAllele;
+    else if (p + lr > L_) ref_flag = Flag::RefMismatch;  // REF runs past the contig end
+    std::string_view fasta_ref;
+    if (ref_flag == Flag::None) {
+      fasta_ref = win_.get(contig, p, p + lr);
+      for (int64_t i = 0; i < lr; ++i)
+        if ((fasta_ref[size_t(i)] | 0x20) != (ref_allele[size_t(i)] | 0x20)) ref_flag = Flag::RefMismatch;
+    }
+    for (int a = 0; a < n_alt; ++a) {
+      Allele& al = pr->alleles[size_t(a)];
+      const std::string_view alt = rec->d.allele[a + 1];
+      Flag f = ref_flag == Flag::ContigMissing ? ref_flag : score::classify_alt(alt);
+      if (f == Flag::None && (lr > prm_.max_allele_length || int64_t(alt.size()) > prm_.max_allele_length))
+        f = Flag::TooLong;
+      if (f == Flag::None) f = ref_flag;
+      score::AlleleWindows w;
+      if (f == Flag::None) {
+        w = score::make_windows(p, ref_allele, alt, L_, prm_);
+        std::string_view win = win_.get(contig, w.ref_lo, w.ref_hi);
+        for (char c : win)
+          if (!score::is_acgt(c)) f = Flag::NInWindow;
+        for (char c : alt)
+          if (!score::is_acgt(c)) f = Flag::NInWindow;
+      }
+      al.flag = f;
+      if (f != Flag::None) {
+        ++stats_.flagged[size_t(f)];
+        continue;
+      }
+      ++stats_.scored;
+      al.fwd = std::move(w.fwd);
+      add_job(0, p / prm_.segment, w.fwd_segment_start, &al.fwd, pr.get());
+      if (prm_.rc) {
+        al.rev = std::move(w.rev);
+        add_job(1, (p + lr - 1) / prm_.segment, w.rev_segment_start, &al.rev, pr.get());
+      }
+    }
+    fifo_.push_back(std::move(pr));
+    emit_ready();
+  }
+
+  // htslib added a contig the header lacked to the input header; mirror it into the output header.
+  void define_contig(bcf1_t* rec, const std::string& contig) {
+    if (bcf_hdr_name2id(hdr_, contig.c_str()) >= 0) return;
+    if (out_.is_bcf())
+      throw Error(where(rec) + ": contig " + contig + " is not defined in the VCF header; BCF output needs every "
+                  "contig in the header (add ##contig lines, e.g. with bcftools reheader --fai, or write VCF)");
+    const std::string line = "##contig=<ID=" + contig + ">";
+    if (bcf_hdr_append(hdr_, line.c_str()) < 0 || bcf_hdr_sync(hdr_) < 0 ||
+        bcf_hdr_name2id(hdr_, contig.c_str()) != rec->rid)
+      throw Error(where(rec) + ": contig " + contig + " is not defined in the VCF header (add ##contig lines)");
+  }
+
+  void add_job(int strand, int64_t seg, int64_t s, StrandAllele* a, Pending* owner) {
+    Group& g = groups_[{seg, strand}];
+    if (g.alleles.empty()) g.s = s;
+    DNAMBA_CHECK(g.s == s, "score: a segment with two run starts");
+    g.end = std::max(g.end, a->e);
+    g.alleles.push_back(a);
+    g.owners.push_back(owner);
+    ++owner->jobs_left;
+  }
+
+  // Runs every group whose segment ends at or before `pos` (all of them for INT64_MAX): the input is
+  // sorted, so no later record can join it.
+  void flush_groups(int64_t pos) {
+    while (!groups_.empty()) {
+      auto it = groups_.begin();
+      const int64_t seg = it->first.first;
+      if (pos != INT64_MAX && (seg + 1) * prm_.segment > pos) break;
+      run_group(it->first.second, it->second);
+      groups_.erase(it);
+    }
+    emit_ready();
+  }
+
+  void run_group(int strand, Group& g) {
+    std::string_view fwd = strand == 0 ? win_.get(contig_, g.s, g.end) : win_.get(contig_, L_ - g.end, L_ - g.s);
+    tokens_.resize(fwd.size());
+    const size_t n = fwd.size();
+    if (strand == 0)
+      for (size_t i = 0; i < n; ++i) tokens_[i] = base_to_token(fwd[i]);
+    else
+      for (size_t i = 0; i < n; ++i) tokens_[i] = complement_token(base_to_token(fwd[n - 1 - i]));
+    scorer_.score(g.s, tokens_, g.alleles);
+    for (Pending* o : g.owners) --o->jobs_left;
+  }
+
+  void emit_ready() {
+    while (!fifo_.empty() && fifo_.front()->jobs_left == 0) {
+      annotate(*fifo_.front());
+      out_.write(fifo_.front()->rec);
+      fifo_.pop_front();
+    }
+  }
+
+  void annotate(Pending& pr) {
+    bcf1_t* rec = pr.rec;
+    for (const char* tag : {"DNAMBA_LLR", "DNAMBA_LLR_FWD", "DNAMBA_LLR_REV", "DNAMBA_FLAG"})
+      if (bcf_hdr_idinfo_exists(hdr_, BCF_HL_INFO, bcf_hdr_id2int(hdr_, BCF_DT_ID, tag)))
+        bcf_update_info(hdr_, rec, tag, nullptr, 0, BCF_HT_REAL);
+    if (pr.alleles.empty()) {
+      bcf_update_info_string(hdr_, rec, "DNAMBA_FLAG", "NO_ALT");
+      return;
+    }
+    const size_t n = pr.alleles.size();
+    std::vector<float> llr(n), fwd(n), rev(n);
+    std::string flags;
+    bool any_scored = false, any_flag = false;
+    for (size_t i = 0; i < n; ++i) {
+      const Allele& a = pr.alleles[i];
+      if (a.flag == Flag::None) {
+        any_scored = true;
+        fwd[i] = float(a.fwd.llr);
+        rev[i] = prm_.rc ? float(a.rev.llr) : 0.f;
+        llr[i] = prm_.rc ? float(0.5 * (a.fwd.llr + a.rev.llr)) : float(a.fwd.llr);
+      } else {
+        any_flag = true;
+        bcf_float_set_missing(llr[i]);
+        bcf_float_set_missing(fwd[i]);
+        bcf_float_set_missing(rev[i]);
+      }
+      flags += std::string(i ? "," : "") + score::flag_name(a.flag);
+    }
+    if (any_scored) {
+      bcf_update_info_float(hdr_, rec, "DNAMBA_LLR", llr.data(), int(n));
+      if (prm_.rc) {
+        bcf_update_info_float(hdr_, rec, "DNAMBA_LLR_FWD", fwd.data(), int(n));
+        bcf_update_info_float(hdr_, rec, "DNAMBA_LLR_REV", rev.data(), int(n));
+      }
+    }
+    if (any_flag) bcf_update_info_string(hdr_, rec, "DNAMBA_FLAG", flags.c_str());
+  }
+
+  io::FastaReader& ref_;
+  RefWindow win_;
+  io::VcfReader& in_;
+  bcf_hdr_t* hdr_;
+  io::VcfWriter& out_;
+  score::ScoreParams prm_;
+  score::GroupScorer scorer_;
+  Progress progress_;
+  VariantStreamStats stats_;
+  std::string contig_;
+  int64_t L_ = -1, last_pos_ = -1;
+  std::unordered_set<std::string> seen_;
+  std::map<std::pair<int64_t, int>, Group> groups_;  // (segment, strand) of the current contig
+  std::deque<std::unique_ptr<Pending>> fifo_;
+  std::vector<int32_t> tokens_;
+};
+
+}  // namespace
+
+VariantStreamStats score_variants_streaming(MambaLM& model, io::FastaReader& ref, io::VcfReader& in,
+                                            bcf_hdr_t* out_hdr, io::VcfWriter& out,
+                                            const score::ScoreParams& prm, bool quiet) {
+  if (!ref.indexed())
+    throw Error(ref.path() + ": dnamba score needs an indexed FASTA for random access (run samtools faidx " +
+                ref.path() + "; a gzip FASTA must be bgzip-compressed, with its .fai and .gzi)");
+  Streamer s(model, ref, in, out_hdr, out, prm, quiet);
+  return s.run();
+}
+
+}  // namespace dnamba

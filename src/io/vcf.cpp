@@ -1,0 +1,138 @@
+#include "io/vcf.h"
+
+#include <htslib/hts.h>
+#include <htslib/kstring.h>
+#include <htslib/vcf.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/error.h"
+
+namespace dnamba::io {
+
+namespace {
+bool ends_with(const std::string& s, const char* suf) {
+  size_t n = std::strlen(suf);
+  return s.size() >= n && s.compare(s.size() - n, n, suf) == 0;
+}
+}  // namespace
+
+VcfOutputType vcf_output_type(const std::string& path, const std::string& t) {
+  if (!t.empty()) {
+    if (t == "v") return VcfOutputType::Vcf;
+    if (t == "z") return VcfOutputType::VcfBgzf;
+    if (t == "b") return VcfOutputType::Bcf;
+    if (t == "u") return VcfOutputType::BcfUncompressed;
+    throw Error("bad --output-type '" + t + "' (expected v, z, b or u)");
+  }
+  if (ends_with(path, ".bcf")) return VcfOutputType::Bcf;
+  if (ends_with(path, ".gz") || ends_with(path, ".bgz")) return VcfOutputType::VcfBgzf;
+  return VcfOutputType::Vcf;
+}
+
+VcfReader::VcfReader(const std::string& path, int threads) : path_(path) {
+  fp_ = hts_open(path.c_str(), "r");
+  if (!fp_) throw Error(path + ": cannot open VCF/BCF: " + std::strerror(errno));
+  const htsFormat* f = hts_get_format(fp_);
+  if (f->category != variant_data || (f->format != vcf && f->format != bcf)) {
+    hts_close(fp_);
+    throw Error(path + ": not a VCF or BCF file");
+  }
+  if (threads > 1) hts_set_threads(fp_, threads);
+  hdr_ = bcf_hdr_read(fp_);
+  if (!hdr_) {
+    hts_close(fp_);
+    throw Error(path + ": cannot read the VCF header");
+  }
+  if (f->format == vcf) {
+    kstring_t s = KS_INITIALIZE;
+    if (bcf_hdr_format(hdr_, 0, &s) == 0)
+      for (size_t i = 0; i < s.l; ++i) header_lines_ += s.s[i] == '\n';
+    ks_free(&s);
+  }
+}
+
+VcfReader::~VcfReader() {
+  if (hdr_) bcf_hdr_destroy(hdr_);
+  if (fp_) hts_close(fp_);
+}
+
+bool VcfReader::is_text() const { return hts_get_format(fp_)->format == vcf; }
+
+bool VcfReader::next(bcf1_t* rec) {
+  const int r = bcf_read(fp_, hdr_, rec);
+  if (r == -1 && rec->errcode == 0) return false;
+  ++n_;
+  auto where = [&] {
+    std::string w = path_ + ": record " + std::to_string(n_);
+    if (is_text()) {
+      w += " (line " + std::to_string(header_lines_ + n_) + ")";
+      if (fp_->line.s) {
+        std::string line(fp_->line.s, std::min<size_t>(fp_->line.l, 120));
+        if (fp_->line.l > 120) line += "...";
+        w += " '" + line + "'";
+      }
+    }
+    return w;
+  };
+  const int bad = rec->errcode & ~BCF_ERR_CTG_UNDEF;
+  if (r < -1 || (r == -1 && rec->errcode) || bad) {
+    std::string why = "malformed record";
+    if (bad & BCF_ERR_TAG_UNDEF) why = "uses an INFO/FORMAT/FILTER tag that the header does not define";
+    else if (bad & BCF_ERR_NCOLS) why = "wrong number of columns";
+    else if (bad & BCF_ERR_LIMITS) why = "a value is out of range or too large";
+    else if (bad & BCF_ERR_CHAR) why = "invalid character";
+    else if (bad & BCF_ERR_CTG_INVALID) why = "invalid contig";
+    else if (bad & BCF_ERR_TAG_INVALID) why = "invalid tag";
+    throw Error(where() + ": " + why);
+  }
+  if (bcf_unpack(rec, BCF_UN_STR) < 0) throw Error(where() + ": cannot decode the record");
+  if (rec->pos < 0) throw Error(where() + ": POS must be >= 1");
+  return true;
+}
+
+VcfWriter::VcfWriter(const std::string& path, VcfOutputType type, bcf_hdr_t* hdr, bool index, int threads)
+    : out_(path), hdr_(hdr), type_(type) {
+  const char* mode = "w";
+  switch (type) {
+    case VcfOutputType::Vcf: mode = "w"; break;
+    case VcfOutputType::VcfBgzf: mode = "wz"; break;
+    case VcfOutputType::Bcf: mode = "wb"; break;
+    case VcfOutputType::BcfUncompressed: mode = "wbu"; break;
+  }
+  fp_ = hts_open(out_.temp_path().c_str(), mode);
+  if (!fp_) throw Error(path + ": cannot create " + out_.temp_path() + ": " + std::strerror(errno));
+  if (threads > 1 && type != VcfOutputType::Vcf) hts_set_threads(fp_, threads);
+  if (bcf_hdr_write(fp_, hdr_) < 0) throw Error(path + ": cannot write the VCF header");
+  if (index && !out_.is_stdout() && type != VcfOutputType::Vcf) {
+    const bool tbi = type == VcfOutputType::VcfBgzf;
+    idx_ = std::make_unique<AtomicOutput>(path + (tbi ? ".tbi" : ".csi"));
+    if (bcf_idx_init(fp_, hdr_, tbi ? 0 : 14, idx_->temp_path().c_str()) < 0)
+      throw Error(path + ": cannot start the index " + idx_->final_path());
+  }
+}
+
+VcfWriter::~VcfWriter() {
+  if (fp_) hts_close(fp_);
+}
+
+void VcfWriter::write(bcf1_t* rec) {
+  if (closed_) throw Error(path() + ": write after close");
+  if (bcf_write(fp_, hdr_, rec) < 0)
+    throw Error(path() + ": cannot write the record at " + std::string(bcf_hdr_id2name(hdr_, rec->rid)) + ":" +
+                std::to_string(rec->pos + 1) + " (disk full? unsorted records cannot be indexed)");
+}
+
+void VcfWriter::close() {
+  if (closed_) return;
+  closed_ = true;
+  if (idx_ && bcf_idx_save(fp_) < 0) throw Error(path() + ": cannot write the index " + idx_->final_path());
+  htsFile* fp = fp_;
+  fp_ = nullptr;
+  if (hts_close(fp) < 0) throw Error(path() + ": error finishing the file (disk full?)");
+  out_.commit();
+  if (idx_) idx_->commit();
+}
+
+}  // namespace dnamba::io
