@@ -17,8 +17,10 @@ void embedding(const int32_t* ids, int64_t ld_ids, const void* table, bool table
 
 // ---- add_norm.cu: residual = first ? x : x + residual; out = norm(residual) * w (+ b).
 // RMSNorm when b is null, LayerNorm otherwise.
+// out is fp32, or bf16 when out_bf16 (the GPU's bf16 activations); x and residual are fp32.
 void add_norm(const float* x, int64_t ld_x, float* residual, int64_t ld_res, bool first, const float* w,
-              const float* b, float eps, float* out, int64_t ld_out, int64_t T, int64_t D, cudaStream_t s);
+              const float* b, float eps, void* out, bool out_bf16, int64_t ld_out, int64_t T, int64_t D,
+              cudaStream_t s);
 
 // ---- convert.cu
 // dst[r, c] (bf16, contiguous [rows, cols]) = src[r*ld + c] (fp32)
@@ -26,15 +28,16 @@ void f32_to_bf16_2d(const float* src, int64_t ld_src, __nv_bfloat16* dst, int64_
                     cudaStream_t s);
 // out[r, c] += bias[c]
 void add_bias(float* out, int64_t ld_out, const float* bias, int64_t rows, int64_t cols, cudaStream_t s);
+void add_bias(__nv_bfloat16* out, int64_t ld_out, const float* bias, int64_t rows, int64_t cols, cudaStream_t s);
 // Deterministic pseudo-random fill (benchmarks and tests): uniform in [lo, hi).
 void fill_uniform_f32(float* p, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t s);
 void fill_uniform_bf16(__nv_bfloat16* p, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t s);
 
 // ---- causal_conv1d.cu: depthwise causal conv1d + bias + SiLU with state in/out (see backend.h).
-// K (kernel width) up to 16.
-void conv1d_silu(const float* x, int64_t ld_x, const float* w, int64_t ld_w, const float* bias,
-                 float* state, int64_t ld_state, float* out, int64_t ld_out, int64_t batch, int64_t len,
-                 int64_t C, int64_t K, cudaStream_t s);
+// K (kernel width) up to 16. x and out: fp32, or both bf16 when bf16 (state and weights stay fp32).
+void conv1d_silu(const void* x, int64_t ld_x, const float* w, int64_t ld_w, const float* bias,
+                 float* state, int64_t ld_state, void* out, int64_t ld_out, int64_t batch, int64_t len,
+                 int64_t C, int64_t K, bool bf16, cudaStream_t s);
 
 // ---- selective_scan.cu
 struct ScanParams {

@@ -138,7 +138,7 @@ int64_t stream_caduceus_logprobs(CaduceusModel& m, io::FastaReader& reader, cons
   int64_t W, O;
   resolve(m, opt, W, O);
   const int64_t stride = W - O;
-  const int64_t piece_len = std::max<int64_t>(stride * batch_for(W, opt.tokens_per_call), 1 << 16);
+  const int64_t piece_len = std::max<int64_t>(stride * batch_for(W, opt.tokens_per_call), 1024);
   int64_t total = 0;
   for (const auto& c : reader.contigs()) total += c.length;
   Progress progress(opt.progress_label, opt.quiet);

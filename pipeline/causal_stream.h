@@ -26,7 +26,9 @@ struct CausalStreamOptions {
   std::string progress_label = "track";
 };
 
-// Calls `sink` with results in genomic order. Returns the number of bases read.
+// Calls `sink` with results in genomic order, one call at a time, on a thread of its own (the model
+// computes the next piece meanwhile); the results a call sees stay valid until it returns.
+// Returns the number of bases read.
 int64_t stream_causal_logprobs(MambaLM& model, io::FastaReader& reader, const CausalStreamOptions& opt,
                                const std::function<void(const BaseLogProbs&)>& sink);
 

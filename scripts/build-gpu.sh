@@ -40,6 +40,6 @@ cp "$SHARED/data/ecoli/ecoli_k12_mg1655.fa.gz"* "$DEST/data/" 2>/dev/null || tru
 cp "$SRC/scripts/make_untrained_model.py" "$DEST/"
 du -sh "$DEST"
 # One compressed bundle travels (the device run's tree is limited to 64 MiB); gpu-test.sh unpacks it.
-tar -C "$DEST" -cf - . | xz -T2 -6 > "$REPO/.gpu/bundle.tar.xz"
+tar -C "$DEST" -cf - . | xz -T2 -3 > "$REPO/.gpu/bundle.tar.xz"
 rm -rf "$DEST"
 ls -la "$REPO/.gpu"

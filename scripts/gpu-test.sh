@@ -28,7 +28,7 @@ row "gpu tests (dnamba_gpu_tests)" "rc=$rc $(grep -E '^\[  PASSED' "$OUT/gpu_tes
 
 # 2. compute-sanitizer on the kernel tests (the 4M-token test is too long under the tools).
 F='CudaOps.*:CudaScanKernel.*:-CudaOps.AllocFailureIsAClearError'  # that one fails cudaMalloc on purpose
-if [ "${QUICK:-0}" = 0 ] || [ "${SANITIZE:-0}" = 1 ]; then
+if { [ "${QUICK:-0}" = 0 ] && [ "${SANITIZE:-1}" = 1 ]; } || [ "${SANITIZE:-0}" = 1 ]; then  # SANITIZE=0 skips
   for tool in memcheck racecheck; do
     timeout 240 compute-sanitizer --tool $tool --error-exitcode 99 "$G/dnamba_gpu_tests" --gtest_filter="$F" \
       > "$OUT/sanitizer_$tool.log" 2>&1
@@ -50,6 +50,11 @@ for dt in bf16 fp32; do
   timeout 120 "$G/dnamba_bench_model" $M --len 4194304 --chunk 1048576 --dtype $dt --repeats 5 >> "$OUT/bench.log" 2>&1
   row "model forward+logprobs $dt, 4 Mbp (Mbp/s)" "$(grep 'RESULT model_mbps' "$OUT/bench.log" | tail -1 | awk '{print $3}')"
 done
+# The same with fp32 activations between the ops (the previous round's data flow).
+if [ "${BENCH:-1}" = 1 ]; then
+  DNAMBA_CUDA_F32_ACTIVATIONS=1 timeout 120 "$G/dnamba_bench_model" $M --len 4194304 --chunk 1048576 --dtype bf16 --repeats 5 >> "$OUT/bench.log" 2>&1
+  row "model forward+logprobs bf16, fp32 activations" "$(grep 'RESULT model_mbps' "$OUT/bench.log" | tail -1 | awk '{print $3}')"
+fi
 
 # Where the model's GPU time goes: events around every op (one run of 2 Mbp, 1 Mbp chunks).
 DNAMBA_CUDA_PROFILE=1 timeout 120 "$G/dnamba_bench_model" $M --len 2097152 --chunk 1048576 --dtype bf16 --repeats 1 \
@@ -86,6 +91,8 @@ track() {  # label, ref, model, out
   row "$1" "rc=$rc $(awk -v n=$n -v ms=$ms 'BEGIN{printf "%.2f s, %d lines, %.2f Mbp/s", ms/1000, n, n/ms/1000}'), peak GPU mem ${peak} MiB"
 }
 track "track loglik 10 Mbp bf16 (d256 x16)" /tmp/r10m.fa $M /tmp/t10.bedgraph
+track "track loglik 10 Mbp bf16 (d256 x16) again" /tmp/r10m.fa $M /tmp/t10.bedgraph
+DNAMBA_CUDA_F32_ACTIVATIONS=1 track "track loglik 10 Mbp bf16, fp32 activations" /tmp/r10m.fa $M /tmp/t10f.bedgraph
 if [ $(( $(date +%s) - T0 )) -lt 330 ]; then  # only when the run has time left
   track "track loglik 100 Mbp bf16 (d256 x16)" /tmp/r100m.fa $M /tmp/t100.bedgraph
 fi

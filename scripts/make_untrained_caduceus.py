@@ -51,7 +51,7 @@ comp.update({7: 10, 8: 9, 9: 8, 10: 7})
 
 t = {}
 bb = "caduceus.backbone."
-emb = rng.normal(0, 0.5, (V, D))
+emb = rng.normal(0, 0.5 * math.sqrt(32 / D), (V, D))
 if rcps:
     t[bb + "embeddings.word_embeddings.embedding.weight"] = emb
     t[bb + "embeddings.word_embeddings.complement_map"] = np.array([comp[i] for i in range(V)], dtype=np.int64)

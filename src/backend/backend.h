@@ -68,6 +68,11 @@ class Backend {
   virtual bool is_gpu() const { return false; }
   // Compute type of matrix products: F32 (reference) or BF16 (GPU fast path).
   virtual DType compute_dtype() const { return DType::F32; }
+  // Dtype of the model's large per-token intermediates (in_proj output, conv output, x_proj/dt_proj
+  // outputs, scan output, block-input norm): F32 here (the CPU reference); a GPU in bf16 mode says
+  // BF16, and its ops then accept those tensors in bf16. The residual stream, the recurrent states
+  // and the final hidden states stay F32.
+  virtual DType activation_dtype() const { return DType::F32; }
 
   // ---- memory
   virtual Tensor alloc(int64_t rows, int64_t cols, DType dt = DType::F32) = 0;

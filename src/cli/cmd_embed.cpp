@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "cli/common.h"
+#include "cli/shard.h"
 #include "io/fasta.h"
 #include "io/npy.h"
 #include "io/reads.h"
@@ -214,6 +215,7 @@ class EmbedOutput {
 int cmd_embed(int argc, char** argv) {
   CommonOptions co;
   std::string ref, reads, out, regions_file, layer_s = "last", pool_s = "none", out_dtype = "float32";
+  std::string shard_spec;
   std::string include_s = "0", exclude_s = "0x900";
   std::vector<std::string> regions;
   int min_mapq = 0, zstd_level = 3;
@@ -235,6 +237,7 @@ int cmd_embed(int argc, char** argv) {
       ("max-npy-rows", po::value(&max_npy_rows)->default_value(max_npy_rows)->value_name("N"), "refuse .npy outputs with more rows")
       ("chunk-rows", po::value(&chunk_rows)->default_value(0)->value_name("N"), "Zarr rows per chunk (0: about 2 MiB of embedding per chunk)")
       ("zstd-level", po::value(&zstd_level)->default_value(3)->value_name("L"), "Zarr zstd compression level");
+  add_shard_option(d, shard_spec);
   d.add(common_options(co, true));
   po::variables_map vm;
   if (!parse_or_help(argc, argv, d, kUsage, vm)) return 0;
@@ -261,6 +264,8 @@ int cmd_embed(int argc, char** argv) {
   std::vector<std::string> contigs;
   std::map<std::string, int32_t> contig_ids;
   int64_t expected_rows = -1;  // known up front for an indexed FASTA
+  bool empty_shard = false;
+  if (from_reads && !shard_spec.empty()) throw Error("--shard splits a --ref FASTA's contigs/regions; it does not apply to --reads");
   if (from_reads) {
     bam.emplace(reads, ref, filter);
     contigs = bam->contig_names();
@@ -273,6 +278,14 @@ int cmd_embed(int argc, char** argv) {
       auto b = io::read_bed(regions_file);
       regs.insert(regs.end(), b.begin(), b.end());
     }
+    // --shard: whole segments (cli/shard.h); an empty shard writes an empty store.
+    if (!shard_spec.empty()) {
+      const Shard shard = parse_shard(shard_spec);
+      if (!shard.whole()) {
+        regs = shard_segments(resolve_segments(*fasta, regs), shard);
+        empty_shard = regs.empty();
+      }
+    }
     if (!regs.empty()) fasta->set_regions(regs);
     for (auto& c : fasta->contigs()) {
       contig_ids.emplace(c.name, int32_t(contigs.size()));
@@ -280,7 +293,7 @@ int cmd_embed(int argc, char** argv) {
     }
     if (fasta->indexed()) {
       expected_rows = 0;
-      if (regs.empty())
+      if (regs.empty() && !empty_shard)
         for (auto& c : fasta->contigs()) expected_rows += pooled_rows(pool, c.length);
       else
         for (auto& r : regs) expected_rows += pooled_rows(pool, (r.end < 0 ? fasta->contig_length(r.contig) : r.end) - r.beg);
@@ -310,12 +323,12 @@ int cmd_embed(int argc, char** argv) {
     if (st.segments == 0)
       throw Error(reads + ": no reads to embed: " + bam->filter_summary());
   } else {
-    st = embed_fasta(model, *fasta, [&](const std::string& name) {
+    if (!empty_shard) st = embed_fasta(model, *fasta, [&](const std::string& name) {
       auto [it, added] = contig_ids.emplace(name, int32_t(contigs.size()));
       if (added) contigs.push_back(name);  // an unindexed FASTA: contigs as they come
       return it->second;
     }, eo, sink);
-    if (st.rows == 0) throw Error(ref + ": nothing to embed (no bases in the selected contigs/regions)");
+    if (st.rows == 0 && !empty_shard) throw Error(ref + ": nothing to embed (no bases in the selected contigs/regions)");
   }
   if (output.is_zarr()) {
     auto& a = output.store().attrs;

@@ -2,6 +2,7 @@
 #include <htslib/vcf.h>
 
 #include <iostream>
+#include <memory>
 
 #include "cli/common.h"
 #include "cli/shard.h"
@@ -109,7 +110,7 @@ int cmd_score(int argc, char** argv) {
   const int io_threads = co.threads > 1 ? std::min(co.threads, 4) : 0;
   // --shard: a contiguous block of the records (cli/shard.h), read from a temporary copy.
   std::unique_ptr<VcfShardCopy> shard_copy;
-  if (!shard.whole()) shard_copy = std::make_unique<VcfShardCopy>(vcf, shard);
+  if (!shard.whole()) shard_copy = std::make_unique<VcfShardCopy>(vcf, shard, prm.segment);
   io::VcfReader in(shard_copy ? shard_copy->path() : vcf, io_threads);
   auto be = make_backend_from(co);
   MambaLM model(co.model, *be);

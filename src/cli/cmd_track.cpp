@@ -155,19 +155,13 @@ int cmd_track(int argc, char** argv) {
     return cad ? stream_caduceus_logprobs(*cad, reader, cso, sink) : stream_causal_logprobs(*causal, reader, so, sink);
   };
   if (!empty_shard) stream([&](const BaseLogProbs& r) {
-    if (bw) {
-      values.resize(size_t(r.n));
-      for (int64_t i = 0; i < r.n; ++i) {
-        const float* s = r.stats + 5 * i;
-        values[size_t(i)] = loglik ? s[0] : float(entropy_acgt(s + 1));
-      }
-      bw->add(*r.contig, r.start, values.data(), r.n);
-      return;
-    }
+    values.resize(size_t(r.n));
     for (int64_t i = 0; i < r.n; ++i) {
       const float* s = r.stats + 5 * i;
-      bedgraph->add(*r.contig, r.start + i, loglik ? s[0] : float(entropy_acgt(s + 1)));
+      values[size_t(i)] = loglik ? s[0] : float(entropy_acgt(s + 1));
     }
+    if (bw) bw->add(*r.contig, r.start, values.data(), r.n);
+    else bedgraph->add_run(*r.contig, r.start, values.data(), r.n);  // formatted on several threads
   });
   if (bw) bw->close();
   else bedgraph->close();

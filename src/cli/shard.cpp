@@ -8,7 +8,8 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <tuple>
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 
 #include "common/error.h"
@@ -98,44 +99,65 @@ std::vector<io::Region> shard_segments(const std::vector<io::Region>& segments, 
   return out;
 }
 
-int64_t count_vcf_records(const std::string& path) {
+namespace {
+
+// Counting pass: the number of records, and the record indices before which a shard may start.
+struct VcfCuts {
+  int64_t total = 0;
+  std::vector<int64_t> allowed;  // ascending, starts with 0
+};
+
+VcfCuts scan_vcf_cuts(const std::string& path, int64_t segment) {
   htsFile* fp = hts_open(path.c_str(), "r");
   if (!fp) throw Error(path + ": cannot open");
-  int64_t n = 0;
-  const htsFormat* fmt = hts_get_format(fp);
-  if (fmt->format == bcf) {
-    bcf_hdr_t* hdr = bcf_hdr_read(fp);
-    if (!hdr) {
-      hts_close(fp);
-      throw Error(path + ": cannot read the BCF header");
+  bcf_hdr_t* hdr = bcf_hdr_read(fp);
+  if (!hdr) {
+    hts_close(fp);
+    throw Error(path + ": cannot read the VCF/BCF header");
+  }
+  VcfCuts c;
+  bcf1_t* rec = bcf_init();
+  int ret, prev_rid = -1;
+  int64_t prev_seg = -1, max_rev = -1;
+  while ((ret = bcf_read(fp, hdr, rec)) == 0) {
+    bcf_unpack(rec, BCF_UN_STR);
+    const int64_t p = rec->pos;
+    const int64_t lr = rec->n_allele > 0 ? std::max<int64_t>(1, int64_t(std::strlen(rec->d.allele[0]))) : 1;
+    const int64_t seg = p / segment, rev = (p + lr - 1) / segment;  // forward and reverse-strand segments
+    if (rec->rid != prev_rid) {
+      c.allowed.push_back(c.total);
+      max_rev = rev;
+    } else {
+      // Every later record has both segments >= seg: a cut here splits no group of either strand.
+      if (seg > prev_seg && max_rev < seg) c.allowed.push_back(c.total);
+      max_rev = std::max(max_rev, rev);
     }
-    bcf1_t* rec = bcf_init();
-    int ret;
-    while ((ret = bcf_read(fp, hdr, rec)) == 0) ++n;
-    bcf_destroy(rec);
-    bcf_hdr_destroy(hdr);
-    hts_close(fp);
-    if (ret < -1) throw Error(path + ": read error after record " + std::to_string(n));
-    return n;
+    prev_rid = rec->rid;
+    prev_seg = seg;
+    ++c.total;
   }
-  if (fmt->format != vcf) {
-    hts_close(fp);
-    throw Error(path + ": not a VCF or BCF file");
-  }
-  kstring_t line = {0, 0, nullptr};
-  int ret;
-  while ((ret = hts_getline(fp, 2 /* KS_SEP_LINE (htslib/kseq.h) */, &line)) >= 0)
-    if (line.l > 0 && line.s[0] != '#') ++n;
-  free(line.s);
+  bcf_destroy(rec);
+  bcf_hdr_destroy(hdr);
   hts_close(fp);
-  if (ret < -1) throw Error(path + ": read error after record " + std::to_string(n));
-  return n;
+  if (ret < -1) throw Error(path + ": cannot read record " + std::to_string(c.total + 1));
+  if (c.allowed.empty()) c.allowed.push_back(0);
+  return c;
 }
 
-VcfShardCopy::VcfShardCopy(const std::string& path, const Shard& s) {
+}  // namespace
+
+VcfShardCopy::VcfShardCopy(const std::string& path, const Shard& s, int64_t segment) {
   if (path == "-") throw Error("--shard needs the VCF/BCF as a file, not stdin (it is read twice)");
-  total = count_vcf_records(path);
-  std::tie(begin, end) = shard_item_range(total, s);
+  DNAMBA_CHECK(segment >= 1, "VcfShardCopy needs segment >= 1");
+  const VcfCuts cuts = scan_vcf_cuts(path, segment);
+  total = cuts.total;
+  const auto snap = [&](int64_t i) {  // first allowed cut >= i, or total
+    auto it = std::lower_bound(cuts.allowed.begin(), cuts.allowed.end(), i);
+    return it == cuts.allowed.end() ? total : *it;
+  };
+  auto [b, e] = shard_item_range(total, s);
+  begin = snap(b);
+  end = snap(e);
   std::string dir = std::filesystem::temp_directory_path().string();
   std::string templ = dir + "/dnamba-shard-XXXXXX";
   int fd = mkstemp(templ.data());

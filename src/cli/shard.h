@@ -10,9 +10,10 @@
 //                  values depend on every base before it in the segment, so a segment is never cut.
 //                  Segment j (bases [c_j, c_j + l_j) of the T bases of all segments laid end to end)
 //                  goes to shard floor(n * (c_j + l_j / 2) / T) + 1: the part its midpoint falls in.
-//   score          records, in file order: shard i gets records [floor((i-1) N / n), floor(i N / n))
-//                  of the N records (0-based). A variant's score depends only on the reference and
-//                  itself (score/variant_score.h), so it is the same in every shard.
+//   score          records, in file order: shard i gets about records [floor((i-1) N / n), floor(i N / n))
+//                  of the N records, with each cut moved forward to a segment start (VcfShardCopy).
+//                  A variant's score depends only on the reference and itself (score/variant_score.h),
+//                  so it is the same in every shard.
 #pragma once
 #include <boost/program_options.hpp>
 #include <cstdint>
@@ -49,16 +50,18 @@ std::vector<io::Region> resolve_segments(const io::FastaReader& reader, const st
 // The whole segments of shard s (see the top of this file); segments must have resolved ends.
 std::vector<io::Region> shard_segments(const std::vector<io::Region>& segments, const Shard& s);
 
-// Number of records in a VCF/BCF (text: non-header lines; BCF: records), by one pass over the file.
-// For score --shard. Unreadable file -> Error.
-int64_t count_vcf_records(const std::string& path);
-
 // The records of one shard of a VCF/BCF, copied to a temporary uncompressed BCF (same header) that
 // is removed with this object: score reads it in place of the input. `-` (stdin) -> Error, as the
-// input is read twice (count, then copy). The temporary file lies in $TMPDIR (default /tmp).
+// input is read twice (a counting pass, then the copy). The temporary file lies in $TMPDIR (or /tmp).
+//
+// The cut before record floor(k N / n) moves forward to the next record where score's segment (of
+// length `segment`) changes on both strands, or a new contig starts: each score group (records whose
+// model run starts at the same position of one strand) then lies in one shard, and a shard's model
+// calls hold exactly the alleles they hold in one run over the whole file, so the scores are the same
+// to the last bit, not only to floating-point rounding. A shard can therefore be empty.
 class VcfShardCopy {
  public:
-  VcfShardCopy(const std::string& path, const Shard& s);
+  VcfShardCopy(const std::string& path, const Shard& s, int64_t segment);
   ~VcfShardCopy();
   VcfShardCopy(const VcfShardCopy&) = delete;
   VcfShardCopy& operator=(const VcfShardCopy&) = delete;

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "io/output_file.h"
 
@@ -14,10 +15,14 @@ class BedGraphWriter {
  public:
   explicit BedGraphWriter(const std::string& path, int threads = 1);
   void add(const std::string& contig, int64_t start, float value);  // the base [start, start + 1)
+  // values[i] for the base [start + i, start + i + 1), i < n: the same text as n calls of add(),
+  // formatted on several threads (formatting, not writing, is what limits a per-base track).
+  void add_run(const std::string& contig, int64_t start, const float* values, int64_t n);
   void close();
 
  private:
   TextWriter out_;
+  std::vector<std::string> parts_;  // add_run's per-thread text, reused
 };
 
 // Formats value as bedGraph prints it (7 significant digits); returns the end of the written text.

@@ -58,7 +58,7 @@ TextWriter::TextWriter(const std::string& path, int threads) : output_(path) {
 TextWriter::~TextWriter() {
   if (closed_ || !fp_) return;
   if (output_.is_stdout()) {
-    if (buffer_used_ > 0 && bgzf_write(fp_, buffer_, buffer_used_) < 0) {
+    if (buffer_used_ > 0 && bgzf_write(fp_, buffer_.get(), buffer_used_) < 0) {
       // nothing more to do in a destructor; the stream was already being abandoned
     }
   }
@@ -67,7 +67,7 @@ TextWriter::~TextWriter() {
 
 void TextWriter::flush_buffer() {
   if (buffer_used_ == 0) return;
-  if (bgzf_write(fp_, buffer_, buffer_used_) != ssize_t(buffer_used_))
+  if (bgzf_write(fp_, buffer_.get(), buffer_used_) != ssize_t(buffer_used_))
     throw Error(path() + ": write failed: " + std::strerror(errno));
   buffer_used_ = 0;
 }
@@ -76,7 +76,7 @@ void TextWriter::write_large(const char* p, size_t n) {
   if (closed_) throw Error(path() + ": write after close");
   flush_buffer();
   if (n < kBufferSize) {
-    std::memcpy(buffer_, p, n);
+    std::memcpy(buffer_.get(), p, n);
     buffer_used_ = n;
   } else if (bgzf_write(fp_, p, n) != ssize_t(n)) {
     throw Error(path() + ": write failed: " + std::strerror(errno));

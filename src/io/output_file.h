@@ -2,6 +2,7 @@
 // that looks finished.
 #pragma once
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -46,7 +47,7 @@ class TextWriter {
       write_large(p, n);
       return;
     }
-    std::char_traits<char>::copy(buffer_ + buffer_used_, p, n);
+    std::char_traits<char>::copy(buffer_.get() + buffer_used_, p, n);
     buffer_used_ += n;
   }
   void write(std::string_view s) { write(s.data(), s.size()); }
@@ -66,7 +67,7 @@ class TextWriter {
   bool compressed_ = false;
   bool closed_ = false;
   size_t buffer_used_ = 0;
-  char buffer_[kBufferSize];
+  std::unique_ptr<char[]> buffer_ = std::make_unique<char[]>(kBufferSize);  // heap: writers live on stacks
 };
 
 }  // namespace dnamba::io

@@ -76,18 +76,19 @@ void mixer_forward(Backend& be, Workspace& ws, const MambaMixerWeights& w, const
                    const Tensor& x, int64_t batch, int64_t len, LayerState& state, Tensor& out) {
   const int64_t T = batch * len, E = c.d_inner, N = c.d_state, R = c.dt_rank;
   auto opt = [](const Tensor& t) { return t.defined() ? &t : nullptr; };
-  Tensor xz = ws.get("xz", T, 2 * E);                                          // [T, 2E]
+  const DType adt = be.activation_dtype();  // F32, or BF16 on a GPU in bf16 mode
+  Tensor xz = ws.get("xz", T, 2 * E, adt);                                          // [T, 2E]
   be.linear(x, w.in_proj_w, opt(w.in_proj_b), xz);
   Tensor xin = xz.cols_view(0, E);                                             // [T, E]
   Tensor z = xz.cols_view(E, E);                                               // [T, E]
-  Tensor xc = ws.get("xc", T, E);                                              // [T, E]
+  Tensor xc = ws.get("xc", T, E, adt);                                              // [T, E]
   be.conv1d_silu(xin, w.conv_w, opt(w.conv_b), state.conv, batch, len, xc);
-  Tensor xdbl = ws.get("xdbl", T, R + 2 * N);                                  // [T, R+2N]
+  Tensor xdbl = ws.get("xdbl", T, R + 2 * N, adt);                                  // [T, R+2N]
   be.linear(xc, w.x_proj_w, nullptr, xdbl);
-  Tensor dt = ws.get("dt", T, E);                                              // [T, E]
+  Tensor dt = ws.get("dt", T, E, adt);                                              // [T, E]
   be.linear(xdbl.cols_view(0, R), w.dt_proj_w, nullptr, dt);
   Tensor Bm = xdbl.cols_view(R, N), Cm = xdbl.cols_view(R + N, N);             // [T, N] each
-  Tensor y = ws.get("y", T, E);                                                // [T, E]
+  Tensor y = ws.get("y", T, E, adt);                                                // [T, E]
   SelectiveScanArgs a;
   a.u = &xc;
   a.delta = &dt;
@@ -202,7 +203,7 @@ void MambaLM::forward_layer(const Tensor& ids, int64_t batch, int64_t len, std::
   }
   Tensor h = ws_.get("h", T, D);          // [T, D] block output
   Tensor res = ws_.get("res", T, D);      // [T, D] residual stream
-  Tensor normed = ws_.get("normed", T, D);
+  Tensor normed = ws_.get("normed", T, D, be_.activation_dtype());  // in_proj input
   be_.embedding(ids, embedding_, h);
   for (int64_t i = 0; i < layer; ++i) {
     const auto& b = blocks_[size_t(i)];

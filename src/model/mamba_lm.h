@@ -37,7 +37,7 @@ struct MambaBlockWeights {
 class Workspace {
  public:
   explicit Workspace(Backend& be) : be_(be) {}
-  // A [rows, cols] F32 view of the named buffer.
+  // A [rows, cols] view of the named buffer, of dtype dt.
   Tensor get(const std::string& name, int64_t rows, int64_t cols, DType dt = DType::F32);
 
  private:

@@ -1,6 +1,7 @@
 #include "train/mamba_grad.h"
 
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -185,7 +186,11 @@ void TrainableMamba::save(const std::string& dir, const std::string& note) const
   j["use_conv_bias"] = cfg_.conv_bias;
   j["residual_in_fp32"] = true;
   j["tie_word_embeddings"] = cfg_.tie_embeddings;
-  j["layer_norm_epsilon"] = cfg_.norm_eps;
+  {
+    char eps[32];  // 1e-05, not the float's 9.99999974e-06
+    std::snprintf(eps, sizeof eps, "%.6g", double(cfg_.norm_eps));
+    j["layer_norm_epsilon"] = std::stod(eps);
+  }
   j["hidden_act"] = "silu";
   j["pad_token_id"] = 4;
   j["bos_token_id"] = 2;

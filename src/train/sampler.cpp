@@ -135,6 +135,7 @@ void WindowSampler::sample(std::mt19937_64& rng, std::vector<int32_t>& tokens) {
       std::reverse(tokens.begin(), tokens.end());
       for (auto& t : tokens) t = complement_token(t);
     }
+    last_ = Origin{c.name, start, rc};
     return;
   }
 }

@@ -36,6 +36,13 @@ class WindowSampler {
   const std::vector<std::string>& held_out_names() const { return held_out_names_; }
   int64_t trainable_starts() const { return total_starts_; }
   int64_t redrawn() const { return redrawn_; }  // windows redrawn for too many N
+  // Where the last sample() came from (for tests and diagnostics).
+  struct Origin {
+    std::string contig;
+    int64_t start = 0;  // 0-based, forward strand
+    bool reverse = false;
+  };
+  const Origin& last_origin() const { return last_; }
 
  private:
   struct Contig {
@@ -57,6 +64,7 @@ class WindowSampler {
   std::vector<io::Region> held_out_;
   std::vector<std::string> held_out_names_;
   int64_t redrawn_ = 0;
+  Origin last_;
   std::string buf_;
 };
 

@@ -225,6 +225,31 @@ TEST_F(OutputTest, BedGraphLines) {
             "chrM\t5\t6\tnan\n");
 }
 
+// add_run formats on several threads: the text must be exactly that of add(), in order.
+TEST_F(OutputTest, BedGraphRunEqualsLines) {
+  std::vector<float> v(100003);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = -std::log(float(i % 997 + 1) / 998.0f) * 1.37f;
+  v[5] = -0.0f;
+  v[77777] = std::numeric_limits<float>::quiet_NaN();
+  const std::string a = file("a.bedgraph"), b = file("b.bedgraph");
+  {
+    BedGraphWriter w(a);
+    for (size_t i = 0; i < v.size(); ++i) w.add("chrX", 1000 + int64_t(i), v[i]);
+    w.add("chrY", 0, 2.5f);
+    w.close();
+  }
+  {
+    BedGraphWriter w(b);
+    w.add_run("chrX", 1000, v.data(), 3);
+    w.add_run("chrX", 1003, v.data() + 3, int64_t(v.size()) - 3);
+    w.add_run("chrY", 0, std::vector<float>{2.5f}.data(), 1);
+    w.add_run("chrY", 1, v.data(), 0);
+    EXPECT_THROW(w.add_run("chrY", -1, v.data(), 1), Error);
+    w.close();
+  }
+  EXPECT_EQ(slurp(a), slurp(b));
+}
+
 TEST_F(OutputTest, BedGraphBgzipAndDiscard) {
   std::string path = file("t.bedgraph.gz");
   {

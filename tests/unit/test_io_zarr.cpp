@@ -77,7 +77,7 @@ TEST(ZarrWriter, ChunksMetadataAndCommit) {
   EXPECT_EQ(f[5], 29.0f);
   EXPECT_EQ(f[6], 0.0f);
   raw = slurp(path + "/strand/1");
-  EXPECT_EQ(io::zstd_decompress(raw.data(), raw.size()), "++-+");
+  EXPECT_EQ(io::zstd_decompress(raw.data(), raw.size()), "+-++");
   // Replacing an existing store works; a non-store path is refused.
   {
     io::ZarrStoreWriter w(path, 3);

@@ -48,6 +48,13 @@ void check_dtype(const Tensor& t, DType dt, const char* what) {
   DNAMBA_CHECK(t.dtype == dt, std::string(what) + ": expected " + dtype_name(dt) + ", got " + dtype_name(t.dtype));
 }
 
+// An activation: fp32, or bf16 (the bf16 mode's activation_dtype()).
+void check_act(const Tensor& t, const char* what) {
+  DNAMBA_CHECK(t.defined(), std::string(what) + ": undefined tensor");
+  DNAMBA_CHECK(t.dtype == DType::F32 || t.dtype == DType::BF16,
+               std::string(what) + ": expected f32 or bf16, got " + dtype_name(t.dtype));
+}
+
 void check_shape(const Tensor& t, int64_t rows, int64_t cols, const char* what) {
   DNAMBA_CHECK(t.rows == rows && t.cols == cols,
                std::string(what) + ": expected " + shape_str(rows, cols) + ", got " + shape_str(t.rows, t.cols));
@@ -116,6 +123,9 @@ CudaBackend::CudaBackend(int device, DType compute) : impl_(std::make_unique<Imp
   CUDA_CHECK(cudaMemsetAsync(impl_->bad_id, 0, sizeof(int), impl_->stream));
   if (const char* e = std::getenv("DNAMBA_SCAN_CHUNK")) scan_chunk_ = std::atoll(e);
   if (const char* e = std::getenv("DNAMBA_CUDA_PROFILE")) impl_->profile = *e && *e != '0';
+  // bf16 mode keeps the big per-token intermediates in bf16 (DNAMBA_CUDA_F32_ACTIVATIONS=1: fp32).
+  act_ = compute_;
+  if (const char* e = std::getenv("DNAMBA_CUDA_F32_ACTIVATIONS"); e && *e && *e != '0') act_ = DType::F32;
 }
 
 CudaBackend::~CudaBackend() {
@@ -215,7 +225,11 @@ void CudaBackend::to_device(Tensor& dst, const void* host) {
 void CudaBackend::to_host(const Tensor& src, void* host) {
   OpTimer timer_(impl_->profile, impl_->stream, "to_host", &impl_->spans);
   const size_t es = dtype_size(src.dtype);
-  if (src.rows > 0 && src.cols > 0)
+  // Contiguous views go as one block: a 2-D copy of narrow rows (e.g. [T, 5]) runs row by row.
+  if (src.rows > 0 && src.cols > 0 && src.contiguous())
+    CUDA_CHECK(cudaMemcpyAsync(host, src.data<char>(), size_t(src.numel()) * es, cudaMemcpyDeviceToHost,
+                               impl_->stream));
+  else if (src.rows > 0 && src.cols > 0)
     CUDA_CHECK(cudaMemcpy2DAsync(host, size_t(src.cols) * es, src.data<char>(), size_t(src.ld) * es,
                                  size_t(src.cols) * es, size_t(src.rows), cudaMemcpyDeviceToHost, impl_->stream));
   check_device_errors();  // synchronises the stream
@@ -226,6 +240,11 @@ void CudaBackend::copy(Tensor& dst, const Tensor& src) {
   check_shape(dst, src.rows, src.cols, "copy");
   const size_t es = dtype_size(src.dtype);
   if (src.rows == 0 || src.cols == 0) return;
+  if (src.contiguous() && dst.contiguous()) {
+    CUDA_CHECK(cudaMemcpyAsync(dst.data<char>(), src.data<char>(), size_t(src.numel()) * es,
+                               cudaMemcpyDeviceToDevice, impl_->stream));
+    return;
+  }
   CUDA_CHECK(cudaMemcpy2DAsync(dst.data<char>(), size_t(dst.ld) * es, src.data<char>(), size_t(src.ld) * es,
                                size_t(src.cols) * es, size_t(src.rows), cudaMemcpyDeviceToDevice, impl_->stream));
 }
@@ -233,6 +252,10 @@ void CudaBackend::copy(Tensor& dst, const Tensor& src) {
 void CudaBackend::zero(Tensor& t) {
   const size_t es = dtype_size(t.dtype);
   if (t.rows == 0 || t.cols == 0) return;
+  if (t.contiguous()) {
+    CUDA_CHECK(cudaMemsetAsync(t.data<char>(), 0, size_t(t.numel()) * es, impl_->stream));
+    return;
+  }
   CUDA_CHECK(cudaMemset2DAsync(t.data<char>(), size_t(t.ld) * es, 0, size_t(t.cols) * es, size_t(t.rows),
                                impl_->stream));
 }
@@ -267,7 +290,7 @@ void CudaBackend::add_norm(const Tensor& x, Tensor& residual, bool first, const 
   const int64_t T = x.rows, D = x.cols;
   check_dtype(x, DType::F32, "add_norm x");
   check_dtype(residual, DType::F32, "add_norm residual");
-  check_dtype(out, DType::F32, "add_norm out");
+  check_act(out, "add_norm out");
   check_dtype(w, DType::F32, "add_norm weight");
   check_shape(residual, T, D, "add_norm residual");
   check_shape(out, T, D, "add_norm out");
@@ -277,14 +300,17 @@ void CudaBackend::add_norm(const Tensor& x, Tensor& residual, bool first, const 
     check_shape(*b, 1, D, "add_norm bias");
   }
   kernels::add_norm(x.data<float>(), x.ld, residual.data<float>(), residual.ld, first, w.data<float>(),
-                    b ? b->data<float>() : nullptr, eps, out.data<float>(), out.ld, T, D, impl_->stream);
+                    b ? b->data<float>() : nullptr, eps, out.data<char>(), out.dtype == DType::BF16, out.ld, T, D,
+                    impl_->stream);
 }
 
 void CudaBackend::linear(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out) {
   OpTimer timer_(impl_->profile, impl_->stream, "linear", &impl_->spans);
-  check_dtype(x, DType::F32, "linear x");
-  check_dtype(out, DType::F32, "linear out");
+  check_act(x, "linear x");
+  check_act(out, "linear out");
   DNAMBA_CHECK(W.dtype == DType::F32 || W.dtype == DType::BF16, "linear: W must be fp32 or bf16");
+  DNAMBA_CHECK(W.dtype == DType::BF16 || (x.dtype == DType::F32 && out.dtype == DType::F32),
+               "linear: bf16 activations need bf16 weights (--dtype bf16)");
   const int64_t T = x.rows, K = x.cols, N = W.rows;
   DNAMBA_CHECK(W.cols == K, "linear: W has " + std::to_string(W.cols) + " columns, x has " + std::to_string(K));
   check_shape(out, T, N, "linear out");
@@ -303,23 +329,35 @@ void CudaBackend::linear(const Tensor& x, const Tensor& W, const Tensor* bias, T
     CUBLAS_CHECK(cublasSgemm(impl_->blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one, W.data<float>(),
                              int(W.ld), x.data<float>(), int(x.ld), &zero_f, out.data<float>(), int(out.ld)));
   } else {
-    auto* xb = static_cast<__nv_bfloat16*>(scratch(0, size_t(T * K) * sizeof(__nv_bfloat16)));
-    kernels::f32_to_bf16_2d(x.data<float>(), x.ld, xb, T, K, impl_->stream);
+    // bf16 activations go to cuBLAS as they are; fp32 ones are packed to bf16 first.
+    const __nv_bfloat16* xb = x.data<__nv_bfloat16>();
+    int64_t ldx = x.ld;
+    if (x.dtype == DType::F32) {
+      auto* p = static_cast<__nv_bfloat16*>(scratch(0, size_t(T * K) * sizeof(__nv_bfloat16)));
+      kernels::f32_to_bf16_2d(x.data<float>(), x.ld, p, T, K, impl_->stream);
+      xb = p;
+      ldx = K;
+    }
+    const bool ob = out.dtype == DType::BF16;
     CUBLAS_CHECK(cublasGemmEx(impl_->blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one,
-                              W.data<__nv_bfloat16>(), CUDA_R_16BF, int(W.ld), xb, CUDA_R_16BF, int(K), &zero_f,
-                              out.data<float>(), CUDA_R_32F, int(out.ld), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                              W.data<__nv_bfloat16>(), CUDA_R_16BF, int(W.ld), xb, CUDA_R_16BF, int(ldx), &zero_f,
+                              out.data<char>(), ob ? CUDA_R_16BF : CUDA_R_32F, int(out.ld), CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT));
   }
-  if (bias) kernels::add_bias(out.data<float>(), out.ld, bias->data<float>(), T, N, impl_->stream);
+  if (bias && out.dtype == DType::BF16)
+    kernels::add_bias(out.data<__nv_bfloat16>(), out.ld, bias->data<float>(), T, N, impl_->stream);
+  else if (bias)
+    kernels::add_bias(out.data<float>(), out.ld, bias->data<float>(), T, N, impl_->stream);
 }
 
 void CudaBackend::conv1d_silu(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& state, int64_t batch,
                               int64_t len, Tensor& out) {
   OpTimer timer_(impl_->profile, impl_->stream, "conv1d_silu", &impl_->spans);
   const int64_t C = x.cols, K = weight.cols, S = K - 1;
-  check_dtype(x, DType::F32, "conv1d x");
+  check_act(x, "conv1d x");
   check_dtype(weight, DType::F32, "conv1d weight");
   check_dtype(state, DType::F32, "conv1d state");
-  check_dtype(out, DType::F32, "conv1d out");
+  check_dtype(out, x.dtype, "conv1d out");
   DNAMBA_CHECK(x.rows == batch * len, "conv1d: x rows != batch*len");
   check_shape(weight, C, K, "conv1d weight");
   check_shape(state, batch, C * S, "conv1d state");
@@ -328,8 +366,9 @@ void CudaBackend::conv1d_silu(const Tensor& x, const Tensor& weight, const Tenso
     check_dtype(*bias, DType::F32, "conv1d bias");
     check_shape(*bias, 1, C, "conv1d bias");
   }
-  kernels::conv1d_silu(x.data<float>(), x.ld, weight.data<float>(), weight.ld, bias ? bias->data<float>() : nullptr,
-                       state.data<float>(), state.ld, out.data<float>(), out.ld, batch, len, C, K, impl_->stream);
+  kernels::conv1d_silu(x.data<char>(), x.ld, weight.data<float>(), weight.ld, bias ? bias->data<float>() : nullptr,
+                       state.data<float>(), state.ld, out.data<char>(), out.ld, batch, len, C, K,
+                       x.dtype == DType::BF16, impl_->stream);
 }
 
 void CudaBackend::selective_scan(const SelectiveScanArgs& a) {
@@ -337,13 +376,15 @@ void CudaBackend::selective_scan(const SelectiveScanArgs& a) {
   const int64_t batch = a.batch, len = a.len;
   DNAMBA_CHECK(a.u && a.delta && a.A && a.B && a.C && a.state && a.out, "selective_scan: missing argument");
   const int64_t C = a.u->cols, N = a.A->cols;
-  check_dtype(*a.u, DType::F32, "scan u");
-  check_dtype(*a.delta, DType::F32, "scan delta");
+  // u, delta, z, B, C and out: all fp32 or all bf16 (the GPU's bf16 activations); the rest fp32.
+  check_act(*a.u, "scan u");
+  const DType adt = a.u->dtype;
+  check_dtype(*a.delta, adt, "scan delta");
   check_dtype(*a.A, DType::F32, "scan A");
-  check_dtype(*a.B, DType::F32, "scan B");
-  check_dtype(*a.C, DType::F32, "scan C");
+  check_dtype(*a.B, adt, "scan B");
+  check_dtype(*a.C, adt, "scan C");
   check_dtype(*a.state, DType::F32, "scan state");
-  check_dtype(*a.out, DType::F32, "scan out");
+  check_dtype(*a.out, adt, "scan out");
   check_shape(*a.u, batch * len, C, "scan u");
   check_shape(*a.delta, batch * len, C, "scan delta");
   check_shape(*a.A, C, N, "scan A");
@@ -351,26 +392,26 @@ void CudaBackend::selective_scan(const SelectiveScanArgs& a) {
   check_shape(*a.C, batch * len, N, "scan C");
   if (a.D) check_shape(*a.D, 1, C, "scan D");
   if (a.z) {
-    check_dtype(*a.z, DType::F32, "scan z");
+    check_dtype(*a.z, adt, "scan z");
     check_shape(*a.z, batch * len, C, "scan z");
   }
   if (a.dt_bias) check_shape(*a.dt_bias, 1, C, "scan dt_bias");
   check_shape(*a.state, batch, C * N, "scan state");
   check_shape(*a.out, batch * len, C, "scan out");
   kernels::ScanParams p;
-  p.u = a.u->data<float>();
+  p.u = a.u->data<char>();
   p.ld_u = a.u->ld;
-  p.delta = a.delta->data<float>();
+  p.delta = a.delta->data<char>();
   p.ld_delta = a.delta->ld;
   if (a.z) {
-    p.z = a.z->data<float>();
+    p.z = a.z->data<char>();
     p.ld_z = a.z->ld;
   }
-  p.B = a.B->data<float>();
+  p.B = a.B->data<char>();
   p.ld_B = a.B->ld;
-  p.C = a.C->data<float>();
+  p.C = a.C->data<char>();
   p.ld_C = a.C->ld;
-  p.out = a.out->data<float>();
+  p.out = a.out->data<char>();
   p.ld_out = a.out->ld;
   p.A = a.A->data<float>();
   p.ld_A = a.A->ld;
@@ -386,7 +427,8 @@ void CudaBackend::selective_scan(const SelectiveScanArgs& a) {
   p.chunk = scan_chunk_;
   const auto plan = kernels::selective_scan_plan(p, sm_count_);
   void* ws = plan.workspace_bytes ? scratch(1, plan.workspace_bytes) : nullptr;
-  kernels::selective_scan<float>(p, plan, ws, impl_->stream);
+  if (adt == DType::BF16) kernels::selective_scan<__nv_bfloat16>(p, plan, ws, impl_->stream);
+  else kernels::selective_scan<float>(p, plan, ws, impl_->stream);
 }
 
 void CudaBackend::token_logprobs(const Tensor& hidden, const Tensor& lm_w, const Tensor& targets, Tensor& out) {

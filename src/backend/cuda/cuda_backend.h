@@ -19,6 +19,8 @@ class CudaBackend : public Backend {
   std::string name() const override { return "cuda:" + std::to_string(device_); }
   bool is_gpu() const override { return true; }
   DType compute_dtype() const override { return compute_; }
+  // BF16 in bf16 mode: every op below takes fp32 or bf16 activations (see backend.h).
+  DType activation_dtype() const override { return act_; }
 
   Tensor alloc(int64_t rows, int64_t cols, DType dt) override;
   void to_device(Tensor& dst, const void* host) override;
@@ -50,6 +52,7 @@ class CudaBackend : public Backend {
   std::unique_ptr<Impl> impl_;
   int device_ = 0;
   DType compute_ = DType::BF16;
+  DType act_ = DType::BF16;
   int sm_count_ = 1;
   int64_t scan_chunk_ = 0;
 };
