@@ -98,10 +98,12 @@ results = []
 for k in orders:
     t0 = time.time()
     m = k + 1
-    counts = np.zeros(4 ** m, np.int64)
+    parts = []
     for c in train:
         code, valid = kmers(c, m)
-        counts += np.bincount(code[valid], minlength=4 ** m)
+        parts.append(code[valid])
+    counts = np.bincount(np.concatenate(parts), minlength=4 ** m)  # one pass: 4^m can be large
+    del parts
     ctx = counts.reshape(4 ** k, 4).sum(1)
     code, valid = kmers(heldout, m)
     code = code[valid]

@@ -45,11 +45,13 @@ VcfReader::VcfReader(const std::string& path, int threads) : path_(path) {
     hts_close(fp_);
     throw Error(path + ": cannot read the VCF header");
   }
-  if (f->format == vcf) {
-    kstring_t s = KS_INITIALIZE;
-    if (bcf_hdr_format(hdr_, 0, &s) == 0)
-      for (size_t i = 0; i < s.l; ++i) header_lines_ += s.s[i] == '\n';
-    ks_free(&s);
+  if (f->format == vcf && path != "-") {  // for error messages: record n is on line header_lines_ + n
+    if (htsFile* h = hts_open(path.c_str(), "r")) {
+      kstring_t s = KS_INITIALIZE;
+      while (hts_getline(h, '\n', &s) >= 0 && s.l > 0 && s.s[0] == '#') ++header_lines_;
+      ks_free(&s);
+      hts_close(h);
+    }
   }
 }
 
@@ -67,7 +69,7 @@ bool VcfReader::next(bcf1_t* rec) {
   auto where = [&] {
     std::string w = path_ + ": record " + std::to_string(n_);
     if (is_text()) {
-      w += " (line " + std::to_string(header_lines_ + n_) + ")";
+      if (header_lines_ > 0) w += " (line " + std::to_string(header_lines_ + n_) + ")";
       if (fp_->line.s) {
         std::string line(fp_->line.s, std::min<size_t>(fp_->line.l, 120));
         if (fp_->line.l > 120) line += "...";
@@ -105,7 +107,8 @@ VcfWriter::VcfWriter(const std::string& path, VcfOutputType type, bcf_hdr_t* hdr
   if (!fp_) throw Error(path + ": cannot create " + out_.temp_path() + ": " + std::strerror(errno));
   if (threads > 1 && type != VcfOutputType::Vcf) hts_set_threads(fp_, threads);
   if (bcf_hdr_write(fp_, hdr_) < 0) throw Error(path + ": cannot write the VCF header");
-  if (index && !out_.is_stdout() && type != VcfOutputType::Vcf) {
+  // Only BGZF files can be indexed: plain VCF and uncompressed BCF get no index (as with bcftools).
+  if (index && !out_.is_stdout() && (type == VcfOutputType::VcfBgzf || type == VcfOutputType::Bcf)) {
     const bool tbi = type == VcfOutputType::VcfBgzf;
     idx_ = std::make_unique<AtomicOutput>(path + (tbi ? ".tbi" : ".csi"));
     if (bcf_idx_init(fp_, hdr_, tbi ? 0 : 14, idx_->temp_path().c_str()) < 0)

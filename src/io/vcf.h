@@ -46,8 +46,8 @@ class VcfReader {
 
 class VcfWriter {
  public:
-  // Writes `hdr` at once. index: write .tbi (VcfBgzf) or .csi (Bcf/BcfUncompressed) beside the
-  // output; ignored for stdout and plain VCF.
+  // Writes `hdr` at once. index: write .tbi (VcfBgzf) or .csi (Bcf) beside the output; ignored for
+  // stdout, plain VCF and uncompressed BCF (not BGZF, so not indexable).
   VcfWriter(const std::string& path, VcfOutputType type, bcf_hdr_t* hdr, bool index, int threads = 0);
   ~VcfWriter();  // without close(): the output and index are discarded
   VcfWriter(const VcfWriter&) = delete;

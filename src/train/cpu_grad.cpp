@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -26,6 +27,30 @@ inline T dsilu(T x) {
   const T s = sigmoid(x);
   return s * (T(1) + x * (T(1) - s));
 }
+// exp that the compiler can vectorise (no libm call): Cephes' expf for float (relative error
+// ~2e-7 on [-87, 88], clamped outside), std::exp for double. The scan is exp-bound.
+template <class T>
+inline T vexp(T x) {
+  if constexpr (std::is_same_v<T, float>) {
+    x = std::min(88.3762626647949f, std::max(-87.3365447504f, x));
+    const float fx = x * 1.44269504088896341f;
+    const int32_t ni = int32_t(fx + (fx >= 0.0f ? 0.5f : -0.5f));
+    const float n = float(ni);
+    float r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500E-4f;
+    p = p * r + 1.3981999507E-3f;
+    p = p * r + 8.3334519073E-3f;
+    p = p * r + 4.1665795894E-2f;
+    p = p * r + 1.6666665459E-1f;
+    p = p * r + 5.0000001201E-1f;
+    p = p * r * r + r + 1.0f;
+    return p * std::bit_cast<float>((ni + 127) << 23);
+  } else {
+    return std::exp(x);
+  }
+}
+
 // PyTorch's softplus (beta 1, threshold 20), as the forward uses it.
 template <class T>
 inline T softplus(T x) { return x > T(20) ? x : std::log1p(std::exp(x)); }
@@ -120,8 +145,9 @@ void scan_fwd(const ScanIn<T>& in, View<T> state, View<T> out, int64_t chunk, Vi
         const T* Bt = in.B.row(row);
         const T* Ct = in.C.row(row);
         T y = 0;
+#pragma omp simd reduction(+ : y)
         for (int64_t n = 0; n < N; ++n) {
-          h[n] = std::exp(dt * A[n]) * h[n] + dt * Bt[n] * u;
+          h[n] = vexp(dt * A[n]) * h[n] + dt * Bt[n] * u;
           y += h[n] * Ct[n];
         }
         if (in.D) y += in.D(0, c) * u;
@@ -276,6 +302,7 @@ void scan_bwd(const ScanIn<T>& in, int64_t chunk, View<const T> chunk_states, Vi
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t grp = 0; grp < G; ++grp) {
       std::vector<T> H(static_cast<size_t>(chunk * N)), DA(static_cast<size_t>(chunk * N));
+      std::vector<T> PRE(static_cast<size_t>(chunk)), DT(static_cast<size_t>(chunk));
       std::vector<T> h0(static_cast<size_t>(N)), dh(static_cast<size_t>(N)), dAacc(static_cast<size_t>(N));
       T* dBg = dBp.data() + grp * Tn * N;
       T* dCg = dCp.data() + grp * Tn * N;
@@ -293,12 +320,15 @@ void scan_bwd(const ScanIn<T>& in, int64_t chunk, View<const T> chunk_states, Vi
             const int64_t row = b * len + t0 + j;
             T pre, dt;
             scan_dt(in, row, c, pre, dt);
+            PRE[size_t(j)] = pre;
+            DT[size_t(j)] = dt;
             const T u = in.u(row, c);
             const T* Bt = in.B.row(row);
             T* hj = H.data() + j * N;
             T* aj = DA.data() + j * N;
+#pragma omp simd
             for (int64_t n = 0; n < N; ++n) {
-              aj[n] = std::exp(dt * A[n]);
+              aj[n] = vexp(dt * A[n]);
               hj[n] = aj[n] * prev[n] + dt * Bt[n] * u;
             }
             prev = hj;
@@ -306,8 +336,7 @@ void scan_bwd(const ScanIn<T>& in, int64_t chunk, View<const T> chunk_states, Vi
           // Reverse through the chunk.
           for (int64_t j = m - 1; j >= 0; --j) {
             const int64_t row = b * len + t0 + j;
-            T pre, dt;
-            scan_dt(in, row, c, pre, dt);
+            const T pre = PRE[size_t(j)], dt = DT[size_t(j)];
             const T u = in.u(row, c);
             const T* Bt = in.B.row(row);
             const T* Ct = in.C.row(row);
@@ -315,6 +344,7 @@ void scan_bwd(const ScanIn<T>& in, int64_t chunk, View<const T> chunk_states, Vi
             const T* aj = DA.data() + j * N;
             const T* hp = j > 0 ? H.data() + (j - 1) * N : h0.data();
             T y = 0;
+#pragma omp simd reduction(+ : y)
             for (int64_t n = 0; n < N; ++n) y += hj[n] * Ct[n];
             if (in.D) y += in.D(0, c) * u;
             const T go = dout(row, c);
@@ -331,16 +361,19 @@ void scan_bwd(const ScanIn<T>& in, int64_t chunk, View<const T> chunk_states, Vi
             }
             T* dBr = dBg + row * N;
             T* dCr = dCg + row * N;
+            T* dhp = dh.data();
+            T* dAa = dAacc.data();
+#pragma omp simd reduction(+ : ddt, du)
             for (int64_t n = 0; n < N; ++n) {
               // y += h_n C_n;  h_n = a_n * hprev_n + dt * B_n * u;  a_n = exp(dt * A_n)
-              dh[n] += dy * Ct[n];
+              const T dhn = dhp[n] + dy * Ct[n];
               dCr[n] += dy * hj[n];
-              const T da = dh[n] * hp[n] * aj[n];  // gradient of dt*A_n through a_n
-              ddt += da * A[n] + dh[n] * Bt[n] * u;
-              dAacc[n] += da * dt;
-              dBr[n] += dh[n] * dt * u;
-              du += dh[n] * dt * Bt[n];
-              dh[n] *= aj[n];  // on to h_{t-1}
+              const T da = dhn * hp[n] * aj[n];  // gradient of dt*A_n through a_n
+              ddt += da * A[n] + dhn * Bt[n] * u;
+              dAa[n] += da * dt;
+              dBr[n] += dhn * dt * u;
+              du += dhn * dt * Bt[n];
+              dhp[n] = dhn * aj[n];  // on to h_{t-1}
             }
             const T dpre = in.delta_softplus ? ddt * dsoftplus(pre) : ddt;
             if (g.du) g.du(row, c) = du;

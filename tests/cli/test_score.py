@@ -159,11 +159,11 @@ for other_name in ("naive", "fast_chunk"):
             n = len(a[3].split(","))
             for x, y in zip(vals(a[4], key, n), vals(b[4], key, n)):
                 if x is not None and y is not None:
-                    err = max(err, abs(x - y))
+                    err = max(err, abs(x - y) - 2e-6 * abs(x))  # the VCF holds 6 significant digits
                     spread = max(spread, abs(x))
                 elif (x is None) != (y is None):
                     err = float("inf")
-    check(err < 1e-4 and spread > 0.5, f"fast vs {other_name}: max |diff| {err:.2e} < 1e-4 (max |LLR| {spread:.2f})")
+    check(err < 1e-4 and spread > 0.5, f"fast vs {other_name}: max |diff| - 2e-6 |LLR| {err:.2e} < 1e-4 (max |LLR| {spread:.2f})")
 # The average is the mean of the strands
 mean_err = 0.0
 for row in fast:
@@ -284,12 +284,15 @@ hdr_text = open(os.path.join(tmp, "fast.vcf")).read()
 check("##INFO=<ID=DNAMBA_LLR,Number=A,Type=Float" in hdr_text and "##dnamba_scoreParameters=horizon=30;context=120;segment=500" in hdr_text
       and "##dnamba_scoreModel=" in hdr_text and "##INFO=<ID=DNAMBA_FLAG,Number=.,Type=String" in hdr_text,
       "header records INFO definitions, model and parameters")
-for out_name, extra, idx in [("o.vcf.gz", [], ".tbi"), ("o.bcf", [], ".csi"), ("o_u.bcf", ["-O", "u"], ".csi"),
+for out_name, extra, idx in [("o.vcf.gz", [], ".tbi"), ("o.bcf", [], ".csi"), ("o_u.bcf", ["-O", "u"], None),
                              ("o_z.anything", ["-O", "z"], ".tbi")]:
     o = os.path.join(tmp, out_name)
     r = run(*params, "--vcf", vcf, "-o", o, *extra)
-    ok = r.returncode == 0 and os.path.exists(o + idx)
+    ok = r.returncode == 0 and (os.path.exists(o + idx) if idx else not any(os.path.exists(o + x) for x in (".csi", ".tbi")))
     rows = parse(read_out(o)) if ok else []
+    if idx is None:  # uncompressed BCF cannot be indexed: query after bcftools index would need BGZF
+        check(ok and [x[:4] for x in rows] == want_rows, f"{out_name} -O u: valid uncompressed BCF, no index")
+        continue
     q = subprocess.run(["bcftools", "view", "-H", o, "chrA:498-502"], capture_output=True, text=True)
     want_q = sum(1 for c, p, ref, a, _ in recs if c == "chrA" and p + len(ref) > 497 and p < 502)
     got_q = len(q.stdout.strip().splitlines()) if q.returncode == 0 else -1
@@ -302,17 +305,17 @@ check(r.returncode == 0 and r.stdout.startswith("##fileformat"), "--no-index to 
 
 # ---- 5. bad inputs
 bad = os.path.join(tmp, "bad.vcf.gz")
-unsorted = recs[:5] + [recs[1]] + recs[5:8]
+unsorted = recs[:12] + [recs[1]] + recs[12:15]
 write_vcf(os.path.join(tmp, "unsorted.vcf"), unsorted)
 r = run(*params, "--vcf", os.path.join(tmp, "unsorted.vcf"), "-o", bad)
-check(r.returncode != 0 and "unsorted" in r.stderr and "record 6" in r.stderr and not os.path.exists(bad),
+check(r.returncode != 0 and "unsorted" in r.stderr and "record 13" in r.stderr and not os.path.exists(bad),
       f"unsorted input: error naming the record, no output: {r.stderr.strip()}")
 txt = open(vcf).read().splitlines()
 nh = sum(1 for l in txt if l.startswith("#"))
 txt[nh + 3] = "chrA\tnotanumber\tx\tA\tC\t.\t.\t."
 open(os.path.join(tmp, "malformed.vcf"), "w").write("\n".join(txt) + "\n")
 r = run(*params, "--vcf", os.path.join(tmp, "malformed.vcf"), "-o", bad)
-check(r.returncode != 0 and "malformed.vcf" in r.stderr and f"line {nh + 4}" in r.stderr and not os.path.exists(bad),
+check(r.returncode != 0 and "malformed.vcf" in r.stderr and f"record 4 (line {nh + 4})" in r.stderr and not os.path.exists(bad),
       f"malformed line: error naming file and line: {r.stderr.strip()[-300:]}")
 noidx = os.path.join(tmp, "noidx.fa")
 open(noidx, "w").write(open(fa).read())

@@ -332,7 +332,9 @@ TEST(TrainGrad, SelectiveScanWithRecomputation) {
       e32 = std::max(e32, e);
       EXPECT_LT(e, kF32Tol) << name << " chunk " << chunk;
     }
-    report("scan", "all inputs (fp32 backend) chunk " + std::to_string(chunk) + ", forward " + std::to_string(ef).substr(0, 8), e32);
+    char tag[96];
+    std::snprintf(tag, sizeof tag, "all inputs (fp32 backend) chunk %lld, fwd %.1e", (long long)chunk, ef);
+    report("scan", tag, e32);
   }
 }
 

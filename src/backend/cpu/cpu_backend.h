@@ -9,7 +9,7 @@ class CpuBackend : public Backend {
   explicit CpuBackend(int threads);
   std::string name() const override { return "cpu"; }
 
-  Tensor alloc(int64_t rows, int64_t cols, DType dt) override;
+  Tensor alloc(int64_t rows, int64_t cols, DType dt = DType::F32) override;
   void to_device(Tensor& dst, const void* host) override;
   void to_host(const Tensor& src, void* host) override;
   void copy(Tensor& dst, const Tensor& src) override;

@@ -22,7 +22,7 @@ class CudaBackend : public Backend {
   // BF16 in bf16 mode: every op below takes fp32 or bf16 activations (see backend.h).
   DType activation_dtype() const override { return act_; }
 
-  Tensor alloc(int64_t rows, int64_t cols, DType dt) override;
+  Tensor alloc(int64_t rows, int64_t cols, DType dt = DType::F32) override;
   void to_device(Tensor& dst, const void* host) override;
   void to_host(const Tensor& src, void* host) override;
   void copy(Tensor& dst, const Tensor& src) override;
