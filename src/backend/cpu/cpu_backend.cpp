@@ -47,7 +47,7 @@ void row_log_softmax(const float* logits, int64_t V, float* out) {
 
 CpuBackend::CpuBackend(int threads) : threads_(threads > 0 ? threads : omp_get_max_threads()) {
   omp_set_num_threads(threads_);
-  openblas_set_num_threads(threads_);
+  openblas_set_num_threads(1);  // parallelism comes from our own fixed row blocks (see linear)
 }
 
 Tensor CpuBackend::alloc(int64_t rows, int64_t cols, DType dt) {
@@ -144,9 +144,18 @@ void CpuBackend::linear(const Tensor& x, const Tensor& W, const Tensor* bias, Te
   DNAMBA_CHECK(W.cols == K, "linear: W has " + std::to_string(W.cols) + " columns, x has " + std::to_string(K));
   check_shape(out, T, N, "linear out");
   if (T == 0) return;
-  // out[T,N] = x[T,K] . W[N,K]^T
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(N), int(K), 1.0f, x.data<float>(),
-              int(x.ld), W.data<float>(), int(W.ld), 0.0f, out.data<float>(), int(out.ld));
+  // out[T,N] = x[T,K] . W[N,K]^T. Threads take fixed blocks of rows and BLAS runs single-threaded
+  // inside each, so every output element is summed in the same order whatever --threads is:
+  // results do not depend on the thread count (sharded runs reproduce one run exactly).
+  constexpr int64_t kRowBlock = 128;
+  const int64_t nblk = (T + kRowBlock - 1) / kRowBlock;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t blk = 0; blk < nblk; ++blk) {
+    const int64_t r0 = blk * kRowBlock, nr = std::min(kRowBlock, T - r0);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(nr), int(N), int(K), 1.0f,
+                x.data<float>() + r0 * x.ld, int(x.ld), W.data<float>(), int(W.ld), 0.0f,
+                out.data<float>() + r0 * out.ld, int(out.ld));
+  }
   if (bias) {
     check_shape(*bias, 1, N, "linear bias");
     const float* bp = bias->data<float>();
