@@ -10,7 +10,7 @@ uppercase. Prints one line per order and the best.
 
 Default split (shared/data README): train on every FASTA under DATA except yeast chromosome XVI;
 evaluate on yeast XVI (forward strand).
-Usage: markov_baseline.py [--data DIR] [--orders 1-12] [--no-human] [--tsv OUT.tsv]
+Usage: markov_baseline.py [--data DIR] [--orders 1-12] [--no-human] [--heldout-max-bases N] [--tsv OUT.tsv]
 """
 import argparse, glob, gzip, math, os, sys, time
 import numpy as np
@@ -21,6 +21,7 @@ p.add_argument("--orders", default="1-12", help="k range, e.g. 1-12 or 4")
 p.add_argument("--heldout-file", default="yeast/yeast_r64.fa.gz")
 p.add_argument("--heldout-contig", default="XVI")
 p.add_argument("--no-human", action="store_true", help="train on the non-human genomes only")
+p.add_argument("--heldout-max-bases", type=int, default=0, help="evaluate on the first N bases only (0: all)")
 p.add_argument("--tsv", help="write order<TAB>bits_per_base here")
 a = p.parse_args()
 
@@ -88,6 +89,8 @@ for f in files:
         train.append(revcomp(c))
 if heldout is None:
     sys.exit("held-out contig %s not found in %s" % (a.heldout_contig, heldout_path))
+if a.heldout_max_bases > 0:
+    heldout = heldout[:a.heldout_max_bases]
 ntrain = sum(len(c) for c in train) // 2
 print("# training: %d files, %d bases per strand (both strands counted); held out %s:%s, %d bases" %
       (len(files), ntrain, a.heldout_file, a.heldout_contig, len(heldout)), flush=True)
