@@ -29,6 +29,7 @@ namespace {
 constexpr int kThreads = 128;
 constexpr int kNT = 16;  // states per thread
 constexpr float kLog2e = 1.4426950408889634f;
+constexpr int kDefaultEmu = 2;
 
 template <class T> __device__ __forceinline__ float load_f(const T* p);
 template <> __device__ __forceinline__ float load_f<float>(const float* p) { return __ldg(p); }
@@ -44,9 +45,46 @@ __device__ __forceinline__ float ex2(float x) {
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 }
-// PyTorch's softplus (beta 1, threshold 20), as the CPU reference.
-__device__ __forceinline__ float softplus_f(float x) { return x > 20.0f ? x : log1pf(__expf(x)); }
-__device__ __forceinline__ float silu_f(float x) { return x / (1.0f + __expf(-x)); }
+__device__ __forceinline__ float lg2(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float rcp(float x) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+// PyTorch's softplus (beta 1, threshold 20), as the CPU reference, in two MUFU ops (ex2, lg2)
+// instead of log1pf's software sequence. For e = exp(x) < 1/32, log1p(e) comes from its series
+// (relative error < e^4/5 < 2e-7), where lg2(1 + e) would lose digits; above, the rounding of
+// 1 + e costs at most 2^-24 / log(1 + 1/32) ~ 2e-6 relative.
+__device__ __forceinline__ float softplus_f(float x) {
+  const float e = ex2(fminf(x, 20.0f) * kLog2e);
+  const float series = e * (1.0f - e * (0.5f - e * (0.33333334f - e * 0.25f)));
+  const float l = lg2(1.0f + e) * 0.69314718f;
+  return x > 20.0f ? x : (e < 0.03125f ? series : l);
+}
+// x * sigmoid(x) with MUFU ex2 and rcp (1 ulp each) instead of an IEEE division. For x < -88 the
+// exp overflows to inf and rcp gives 0: silu = -0, as the true value rounds to.
+__device__ __forceinline__ float silu_f(float x) { return x * rcp(1.0f + ex2(-x * kLog2e)); }
+
+// 2^x on the FMA pipe (Cephes exp2f's polynomial on [-0.5, 0.5], relative error ~2e-7, like
+// MUFU's ex2.approx), used for a few of a thread's 16 states so that the FMA units take part of the
+// exp load off the MUFU unit (16 ops a clock an SM against 128 FMAs): the scan is bound by MUFU.
+__device__ __forceinline__ float ex2_fma(float x) {
+  x = fminf(fmaxf(x, -125.0f), 125.0f);
+  const float t = x + 12582912.0f;  // 1.5 * 2^23: rounds x to an integer, kept in t's low bits
+  const float f = x - (t - 12582912.0f);
+  float p = 1.535336188319500e-4f;
+  p = fmaf(p, f, 1.339887440266574e-3f);
+  p = fmaf(p, f, 9.618437357674640e-3f);
+  p = fmaf(p, f, 5.550332471162809e-2f);
+  p = fmaf(p, f, 2.402264791363012e-1f);
+  p = fmaf(p, f, 6.931472028550421e-1f);
+  p = fmaf(p, f, 1.0f);
+  return __uint_as_float(__float_as_uint(p) + (__float_as_uint(t) << 23));
+}
 
 struct Geometry {
   int64_t ncg;      // channel groups
@@ -55,7 +93,8 @@ struct Geometry {
 };
 
 // Shared body of passes 1 and 3. kOut: pass 3 (outputs), else pass 1 (aggregate).
-template <class T, int TPC, bool kOut>
+// kEmu: how many of a thread's 16 states take their exp from ex2_fma instead of MUFU.
+template <class T, int TPC, bool kOut, int kEmu>
 __global__ void __launch_bounds__(kThreads)
 scan_chunk_kernel(const ScanParams p, const Geometry g, int64_t chunks_launched, float* __restrict__ ws_h,
                   float* __restrict__ ws_s) {
@@ -139,7 +178,7 @@ scan_chunk_kernel(const ScanParams p, const Geometry g, int64_t chunks_launched,
         float y = 0.0f;
 #pragma unroll
         for (int i = 0; i < kNT; ++i) {
-          const float dA = ex2(dt * A2[i]);
+          const float dA = i >= kNT - kEmu ? ex2_fma(dt * A2[i]) : ex2(dt * A2[i]);
           h[i] = fmaf(dA, h[i], dtu * Bs[r][n0 + i]);
           if (kOut) y = fmaf(h[i], Cs[r][n0 + i], y);
         }
@@ -215,6 +254,8 @@ ScanPlan selective_scan_plan(const ScanParams& p, int sm_count) {
   DNAMBA_CHECK(p.len >= 0 && p.batch >= 0 && p.channels >= 0, "selective_scan: negative shape");
   ScanPlan pl;
   pl.tpc = tpc_for(p.dstate);
+  // Exps on the FMA pipe: fast path only (0, 2 or 4 of the 16 states); -1 takes the default.
+  pl.emu = pl.tpc == 1 ? (p.emu_states < 0 ? kDefaultEmu : p.emu_states >= 4 ? 4 : p.emu_states >= 2 ? 2 : 0) : 0;
   const int64_t cpb = kThreads / pl.tpc, tt = 64 / pl.tpc;
   const int64_t ncg = (p.channels + cpb - 1) / cpb;
   if (p.len == 0 || p.batch == 0 || p.channels == 0) return pl;
@@ -248,20 +289,26 @@ void selective_scan(const ScanParams& p, const ScanPlan& pl, void* workspace, cu
     kernel<<<unsigned(blocks), kThreads, 0, s>>>(p, g, chunks, ws_h, ws_s);
     CUDA_CHECK_LAUNCH();
   };
-  auto run = [&](auto tpc_tag) {
+  auto run = [&](auto tpc_tag, auto emu_tag) {
     constexpr int TPC = decltype(tpc_tag)::value;
+    constexpr int EMU = decltype(emu_tag)::value;
     if (pl.nchunks > 1) {
-      launch(scan_chunk_kernel<T, TPC, false>, pl.nchunks - 1);
+      launch(scan_chunk_kernel<T, TPC, false, EMU>, pl.nchunks - 1);
       const int64_t n = p.batch * p.channels * p.dstate;
       scan_combine_kernel<<<unsigned((n + 255) / 256), 256, 0, s>>>(p, g, ws_h, ws_s);
       CUDA_CHECK_LAUNCH();
     }
-    launch(scan_chunk_kernel<T, TPC, true>, pl.nchunks);
+    launch(scan_chunk_kernel<T, TPC, true, EMU>, pl.nchunks);
   };
+  using I = std::integral_constant<int, 0>;
   switch (pl.tpc) {
-    case 1: run(std::integral_constant<int, 1>{}); break;
-    case 4: run(std::integral_constant<int, 4>{}); break;
-    default: run(std::integral_constant<int, 16>{}); break;
+    case 1:
+      if (pl.emu == 2) run(std::integral_constant<int, 1>{}, std::integral_constant<int, 2>{});
+      else if (pl.emu == 4) run(std::integral_constant<int, 1>{}, std::integral_constant<int, 4>{});
+      else run(std::integral_constant<int, 1>{}, I{});
+      break;
+    case 4: run(std::integral_constant<int, 4>{}, I{}); break;
+    default: run(std::integral_constant<int, 16>{}, I{}); break;
   }
 }
 

@@ -26,17 +26,19 @@ rc=$?
 grep -E '^\[  (PASSED|FAILED|  OK) |^\[  SKIPPED|FAILED  \]|Failure|error' "$OUT/gpu_tests.log" | head -60
 row "gpu tests (dnamba_gpu_tests)" "rc=$rc $(grep -E '^\[  PASSED' "$OUT/gpu_tests.log" | head -1) $(grep -E '^\[  FAILED  \] [0-9]+ test' "$OUT/gpu_tests.log" | head -1)"
 
-# 2. compute-sanitizer on the kernel tests (the 4M-token test is too long under the tools).
-F='CudaOps.*:CudaScanKernel.*:-CudaOps.AllocFailureIsAClearError'  # that one fails cudaMalloc on purpose
+if [ "${QUICK:-0}" = 1 ]; then
+# compute-sanitizer on the kernel tests (the 4M-token test is too long under the tools).
+F=${SANITIZE_FILTER:-'CudaOps.SelectiveScan*:CudaScanKernel.*'}  # the scan tests (AllocFailureIsAClearError fails cudaMalloc on purpose)
 if { [ "${QUICK:-0}" = 0 ] && [ "${SANITIZE:-1}" = 1 ]; } || [ "${SANITIZE:-0}" = 1 ]; then  # SANITIZE=0 skips
   for tool in memcheck racecheck; do
-    timeout 240 compute-sanitizer --tool $tool --error-exitcode 99 "$G/dnamba_gpu_tests" --gtest_filter="$F" \
+    timeout ${SANITIZE_TIMEOUT:-240} compute-sanitizer --tool $tool --error-exitcode 99 "$G/dnamba_gpu_tests" --gtest_filter="$F" \
       > "$OUT/sanitizer_$tool.log" 2>&1
     src=$?
     row "compute-sanitizer $tool ($F)" "rc=$src $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_$tool.log" | tail -1)"
   done
 fi
-[ "${QUICK:-0}" = 1 ] && { echo; cat "$S"; exit 0; }
+  echo; cat "$S"; exit 0
+fi
 
 # 3. Scan benchmark.
 [ "${BENCH:-1}" = 1 ] && timeout 180 "$G/dnamba_bench_scan" --repeats 20 >> "$OUT/bench.log" 2>&1
@@ -50,10 +52,10 @@ for dt in bf16 fp32; do
   timeout 120 "$G/dnamba_bench_model" $M --len 4194304 --chunk 1048576 --dtype $dt --repeats 5 >> "$OUT/bench.log" 2>&1
   row "model forward+logprobs $dt, 4 Mbp (Mbp/s)" "$(grep 'RESULT model_mbps' "$OUT/bench.log" | tail -1 | awk '{print $3}')"
 done
-# The same with fp32 activations between the ops (the previous round's data flow).
+# The same with every exp of the scan on MUFU (DNAMBA_SCAN_EMU=0; the default puts 2 of 16 on the FMA pipe).
 if [ "${BENCH:-1}" = 1 ]; then
-  DNAMBA_CUDA_F32_ACTIVATIONS=1 timeout 120 "$G/dnamba_bench_model" $M --len 4194304 --chunk 1048576 --dtype bf16 --repeats 5 >> "$OUT/bench.log" 2>&1
-  row "model forward+logprobs bf16, fp32 activations" "$(grep 'RESULT model_mbps' "$OUT/bench.log" | tail -1 | awk '{print $3}')"
+  DNAMBA_SCAN_EMU=0 timeout 120 "$G/dnamba_bench_model" $M --len 4194304 --chunk 1048576 --dtype bf16 --repeats 5 >> "$OUT/bench.log" 2>&1
+  row "model forward+logprobs bf16, DNAMBA_SCAN_EMU=0" "$(grep 'RESULT model_mbps' "$OUT/bench.log" | tail -1 | awk '{print $3}')"
 fi
 
 # Where the model's GPU time goes: events around every op (one run of 2 Mbp, 1 Mbp chunks).
@@ -92,14 +94,22 @@ track() {  # label, ref, model, out
 }
 track "track loglik 10 Mbp bf16 (d256 x16)" /tmp/r10m.fa $M /tmp/t10.bedgraph
 track "track loglik 10 Mbp bf16 (d256 x16) again" /tmp/r10m.fa $M /tmp/t10.bedgraph
-DNAMBA_CUDA_F32_ACTIVATIONS=1 track "track loglik 10 Mbp bf16, fp32 activations" /tmp/r10m.fa $M /tmp/t10f.bedgraph
-if [ $(( $(date +%s) - T0 )) -lt 330 ]; then  # only when the run has time left
+if [ $(( $(date +%s) - T0 )) -lt ${T100_BEFORE:-330} ]; then  # only when the run has time left
   track "track loglik 100 Mbp bf16 (d256 x16)" /tmp/r100m.fa $M /tmp/t100.bedgraph
 fi
 E=$(ls "$G"/data/*.fa.gz 2>/dev/null | head -1)
+[ "${ECOLI:-1}" = 1 ] || E=
 [ -n "$E" ] && track "track loglik E. coli bf16 (d256 x16)" "$E" $M /tmp/ecoli.bedgraph
 [ -n "$E" ] && track "track loglik E. coli bf16 (default model)" "$E" "$G/models/default" /tmp/ecoli_def.bedgraph
 head -3 /tmp/ecoli.bedgraph >> "$OUT/bench.log" 2>/dev/null
+if { [ "${QUICK:-0}" = 0 ] && [ "${SANITIZE:-1}" = 1 ]; } || [ "${SANITIZE:-0}" = 1 ]; then  # SANITIZE=0 skips
+  for tool in memcheck racecheck; do
+    timeout ${SANITIZE_TIMEOUT:-240} compute-sanitizer --tool $tool --error-exitcode 99 "$G/dnamba_gpu_tests" --gtest_filter="$F" \
+      > "$OUT/sanitizer_$tool.log" 2>&1
+    src=$?
+    row "compute-sanitizer $tool ($F)" "rc=$src $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_$tool.log" | tail -1)"
+  done
+fi
 row "wall time of this script" "$(( $(date +%s) - T0 )) s"
 echo
 echo "==== summary"

@@ -122,6 +122,7 @@ CudaBackend::CudaBackend(int device, DType compute) : impl_(std::make_unique<Imp
   CUDA_CHECK(cudaMalloc(&impl_->bad_id, sizeof(int)));
   CUDA_CHECK(cudaMemsetAsync(impl_->bad_id, 0, sizeof(int), impl_->stream));
   if (const char* e = std::getenv("DNAMBA_SCAN_CHUNK")) scan_chunk_ = std::atoll(e);
+  if (const char* e = std::getenv("DNAMBA_SCAN_EMU")) scan_emu_ = std::atoi(e);
   if (const char* e = std::getenv("DNAMBA_CUDA_PROFILE")) impl_->profile = *e && *e != '0';
   // bf16 mode keeps the big per-token intermediates in bf16 (DNAMBA_CUDA_F32_ACTIVATIONS=1: fp32).
   act_ = compute_;
@@ -305,7 +306,9 @@ void CudaBackend::add_norm(const Tensor& x, Tensor& residual, bool first, const 
 }
 
 void CudaBackend::linear(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out) {
-  OpTimer timer_(impl_->profile, impl_->stream, "linear", &impl_->spans);
+  // The profile tells the skinny GEMMs apart (Mamba's dt_proj has K = dt_rank, x_proj N = dt_rank + 2N).
+  OpTimer timer_(impl_->profile, impl_->stream,
+                 x.cols <= 32 ? "linear_small_k" : W.rows <= 64 ? "linear_small_n" : "linear", &impl_->spans);
   check_act(x, "linear x");
   check_act(out, "linear out");
   DNAMBA_CHECK(W.dtype == DType::F32 || W.dtype == DType::BF16, "linear: W must be fp32 or bf16");
@@ -425,6 +428,7 @@ void CudaBackend::selective_scan(const SelectiveScanArgs& a) {
   p.dstate = N;
   p.softplus = a.delta_softplus;
   p.chunk = scan_chunk_;
+  p.emu_states = scan_emu_;
   const auto plan = kernels::selective_scan_plan(p, sm_count_);
   void* ws = plan.workspace_bytes ? scratch(1, plan.workspace_bytes) : nullptr;
   if (adt == DType::BF16) kernels::selective_scan<__nv_bfloat16>(p, plan, ws, impl_->stream);

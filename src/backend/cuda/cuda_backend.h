@@ -55,6 +55,7 @@ class CudaBackend : public Backend {
   DType act_ = DType::BF16;
   int sm_count_ = 1;
   int64_t scan_chunk_ = 0;
+  int scan_emu_ = -1;  // DNAMBA_SCAN_EMU: states whose exp runs on the FMA pipe (-1: the kernel's default)
 };
 
 }  // namespace dnamba
