@@ -33,6 +33,11 @@ void add_bias(__nv_bfloat16* out, int64_t ld_out, const float* bias, int64_t row
 void fill_uniform_f32(float* p, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t s);
 void fill_uniform_bf16(__nv_bfloat16* p, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t s);
 
+// ---- linear_small_k.cu: out[t, n] = sum_k x[t, k] W[n, k] for K <= 32 (dt_proj), x and W bf16,
+// out bf16 (out_bf16) or fp32. No bias (add_bias after).
+void linear_small_k(const __nv_bfloat16* x, int64_t ld_x, const __nv_bfloat16* W, int64_t ld_w, void* out,
+                    bool out_bf16, int64_t ld_out, int64_t T, int64_t N, int64_t K, int sm_count, cudaStream_t s);
+
 // ---- causal_conv1d.cu: depthwise causal conv1d + bias + SiLU with state in/out (see backend.h).
 // K (kernel width) up to 16. x and out: fp32, or both bf16 when bf16 (state and weights stay fp32).
 void conv1d_silu(const void* x, int64_t ld_x, const float* w, int64_t ld_w, const float* bias,

@@ -29,7 +29,7 @@ namespace {
 constexpr int kThreads = 128;
 constexpr int kNT = 16;  // states per thread
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr int kDefaultEmu = 2;
+constexpr int kDefaultEmu = 0;  // measured: 0 fastest (7.33 ms against 7.73 with 2, 8.32 with 4)
 
 template <class T> __device__ __forceinline__ float load_f(const T* p);
 template <> __device__ __forceinline__ float load_f<float>(const float* p) { return __ldg(p); }

@@ -33,10 +33,10 @@ std::string VariantStreamStats::summary() const {
   }
   if (nflag) o << ")";
   if (flagged[size_t(Flag::NoAlt)]) o << "; " << flagged[size_t(Flag::NoAlt)] << " records without ALT (NO_ALT)";
-  char buf[160];
-  std::snprintf(buf, sizeof buf, "; %.2f s, %.1f records/s, %.1f scored alleles/s, %.3g model positions", seconds,
-                seconds > 0 ? double(records) / seconds : 0.0, seconds > 0 ? double(scored) / seconds : 0.0,
-                double(model_tokens));
+  char buf[200];
+  std::snprintf(buf, sizeof buf, "; %.2f s, %.1f records/s, %.1f scored alleles/s, %.3g model positions in %lld model calls",
+                seconds, seconds > 0 ? double(records) / seconds : 0.0, seconds > 0 ? double(scored) / seconds : 0.0,
+                double(model_tokens), (long long)model_calls);
   o << buf;
   return o.str();
 }
@@ -119,6 +119,7 @@ struct Group {
   int64_t end = 0;  // max window end, strand coordinates
   std::vector<StrandAllele*> alleles;
   std::vector<Pending*> owners;
+  std::vector<int32_t> seq;  // the strand's reference tokens [s, end), filled when the group is complete
 };
 
 class Streamer {
@@ -150,10 +151,11 @@ class Streamer {
       progress_.update(stats_.records, 0, "records");
     }
     flush_groups(INT64_MAX);
-    emit_ready();
+    run_ready(true);
     DNAMBA_CHECK(fifo_.empty(), "score: records left unwritten");
     progress_.finish();
     stats_.model_tokens = scorer_.tokens_run();
+    stats_.model_calls = scorer_.model_calls();
     stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return stats_;
   }
@@ -261,29 +263,48 @@ class Streamer {
     ++owner->jobs_left;
   }
 
-  // Runs every group whose segment ends at or before `pos` (all of them for INT64_MAX): the input is
-  // sorted, so no later record can join it.
+  // Completes every group whose segment ends at or before `pos` (all of them for INT64_MAX): the
+  // input is sorted, so no later record can join it. Complete groups run ref_batch at a time.
   void flush_groups(int64_t pos) {
     while (!groups_.empty()) {
       auto it = groups_.begin();
       const int64_t seg = it->first.first;
       if (pos != INT64_MAX && (seg + 1) * prm_.segment > pos) break;
-      run_group(it->first.second, it->second);
+      complete_group(it->first.second, it->second);
       groups_.erase(it);
     }
-    emit_ready();
+    run_ready(false);
   }
 
-  void run_group(int strand, Group& g) {
+  void complete_group(int strand, Group& g) {
     std::string_view fwd = strand == 0 ? win_.get(contig_, g.s, g.end) : win_.get(contig_, L_ - g.end, L_ - g.s);
-    tokens_.resize(fwd.size());
     const size_t n = fwd.size();
+    g.seq.resize(n);
     if (strand == 0)
-      for (size_t i = 0; i < n; ++i) tokens_[i] = base_to_token(fwd[i]);
+      for (size_t i = 0; i < n; ++i) g.seq[i] = base_to_token(fwd[i]);
     else
-      for (size_t i = 0; i < n; ++i) tokens_[i] = complement_token(base_to_token(fwd[n - 1 - i]));
-    scorer_.score(g.s, tokens_, g.alleles);
-    for (Pending* o : g.owners) --o->jobs_left;
+      for (size_t i = 0; i < n; ++i) g.seq[i] = complement_token(base_to_token(fwd[n - 1 - i]));
+    ready_.push_back(std::move(g));
+  }
+
+  // Runs the complete groups once ref_batch of them wait (or all of them at the end).
+  void run_ready(bool all) {
+    const size_t rb = size_t(prm_.method == score::Method::Fast ? prm_.ref_batch : 1);
+    while (!ready_.empty() && (all || ready_.size() >= rb)) {
+      const size_t n = std::min(rb, ready_.size());
+      std::vector<score::GroupJob> jobs(n);
+      for (size_t i = 0; i < n; ++i) {
+        jobs[i].s = ready_[i].s;
+        jobs[i].seq = &ready_[i].seq;
+        jobs[i].alleles = ready_[i].alleles;
+      }
+      scorer_.score_groups(jobs);
+      for (size_t i = 0; i < n; ++i)
+        for (Pending* o : ready_[i].owners) --o->jobs_left;
+      ready_.erase(ready_.begin(), ready_.begin() + std::ptrdiff_t(n));
+      emit_ready();
+    }
+    emit_ready();
   }
 
   void emit_ready() {
@@ -346,7 +367,7 @@ class Streamer {
   std::unordered_set<std::string> seen_;
   std::map<std::pair<int64_t, int>, Group> groups_;  // (segment, strand) of the current contig
   std::deque<std::unique_ptr<Pending>> fifo_;
-  std::vector<int32_t> tokens_;
+  std::deque<Group> ready_;  // complete groups waiting to run
 };
 
 }  // namespace

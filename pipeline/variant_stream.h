@@ -18,7 +18,7 @@ namespace dnamba {
 struct VariantStreamStats {
   int64_t records = 0, alleles = 0, scored = 0;
   std::array<int64_t, size_t(score::Flag::kCount)> flagged{};  // alleles (NO_ALT: records) by reason
-  int64_t model_tokens = 0;
+  int64_t model_tokens = 0, model_calls = 0;
   double seconds = 0;
   std::string summary() const;  // one paragraph for stderr
 };

@@ -14,7 +14,10 @@
 #include "io/reads.h"
 #include "io/region.h"
 #include "io/zarr.h"
+#include "model/caduceus.h"
 #include "model/mamba_lm.h"
+#include "pipeline/caduceus_embed.h"
+#include "pipeline/caduceus_track.h"
 #include "pipeline/embed_stream.h"
 
 namespace dnamba::cli {
@@ -45,7 +48,14 @@ const char* kUsage =
     "  strand [n] |S1           '+' (FASTA); reads: strand of the alignment, '.' when unaligned\n"
     "  reads only: read [n] int64 (index into the per-read arrays) and per read: read_name, read_length,\n"
     "  read_flag, read_mapq, read_contig, read_ref_start, read_ref_end (-1 when unaligned)\n"
-    "Output .npy: the embedding matrix only, rows in the same order (refused above --max-npy-rows).";
+    "Output .npy: the embedding matrix only, rows in the same order (refused above --max-npy-rows).\n\n"
+    "Masked-LM (Caduceus) models (pipeline/caduceus_embed.h) see each base from both sides: inputs longer than\n"
+    "--window (default the model's training length) run as windows overlapping by --overlap (default window/4),\n"
+    "each base taken from the window where it is farthest from an edge; reads of equal length run together\n"
+    "(--batch, default 8 on CPU, 256 on GPU; never padded). --rc-average\n"
+    "(default; --no-rc-average to turn off): PS = mean of the forward half and the channel-reversed RC half,\n"
+    "Ph = mean of the forward pass and the mirrored reverse-complement pass; rows are d_model wide. Only the\n"
+    "last layer (after the final norm) is available for them: another --layer is an error.";
 
 bool ends_with(const std::string& s, const std::string& suf) {
   return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
@@ -219,7 +229,8 @@ int cmd_embed(int argc, char** argv) {
   std::string include_s = "0", exclude_s = "0x900";
   std::vector<std::string> regions;
   int min_mapq = 0, zstd_level = 3;
-  int64_t max_npy_rows = 1000000, chunk_rows = 0, batch = 0;
+  int64_t max_npy_rows = 1000000, chunk_rows = 0, batch = 0, mlm_window = 0, mlm_overlap = -1;
+  bool rc_avg_on = false, rc_avg_off = false;
   po::options_description d("dnamba embed options");
   d.add_options()
       ("ref,r", po::value(&ref)->value_name("FASTA"), "reference FASTA to embed; with --reads: the reference of a CRAM")
@@ -236,6 +247,10 @@ int cmd_embed(int argc, char** argv) {
       ("batch", po::value(&batch)->default_value(0)->value_name("N"), "reads per model call (0: 1 on CPU, 64 on GPU); results do not depend on it")
       ("max-npy-rows", po::value(&max_npy_rows)->default_value(max_npy_rows)->value_name("N"), "refuse .npy outputs with more rows")
       ("chunk-rows", po::value(&chunk_rows)->default_value(0)->value_name("N"), "Zarr rows per chunk (0: about 2 MiB of embedding per chunk)")
+      ("window", po::value(&mlm_window)->value_name("W"), "masked-LM (Caduceus) models: window length (default: the model's training length)")
+      ("overlap", po::value(&mlm_overlap)->value_name("O"), "masked-LM models: overlap of consecutive windows (default: window/4)")
+      ("rc-average", po::bool_switch(&rc_avg_on), "masked-LM models: average both strands (the default)")
+      ("no-rc-average", po::bool_switch(&rc_avg_off), "masked-LM models: forward strand only")
       ("zstd-level", po::value(&zstd_level)->default_value(3)->value_name("L"), "Zarr zstd compression level");
   add_shard_option(d, shard_spec);
   d.add(common_options(co, true));
@@ -304,11 +319,39 @@ int cmd_embed(int argc, char** argv) {
                 std::to_string(max_npy_rows) + "; write .zarr instead (or raise the limit)");
 
   auto be = make_backend_from(co);
-  MambaLM model(co.model, *be);
-  const int64_t D = model.config().d_model;
+  // Masked-LM (Caduceus) models run windowed through pipeline/caduceus_embed; causal ones stream.
+  std::optional<CaduceusModel> cad;
+  std::optional<MambaLM> causal;
+  const bool mlm = is_caduceus_model(co.model);
+  if (!mlm && (vm.count("window") || vm.count("overlap") || rc_avg_on || rc_avg_off))
+    throw Error("--window, --overlap and --rc-average/--no-rc-average apply to masked-LM (Caduceus) models; " + co.model + " is causal");
+  if (rc_avg_on && rc_avg_off) throw Error("give --rc-average or --no-rc-average, not both");
+  if (mlm) cad.emplace(co.model, *be);
+  else causal.emplace(co.model, *be);
+  const ModelConfig& mcfg = cad ? cad->config() : causal->config();
+  const int64_t D = mcfg.d_model;
   EmbedOptions eo;
   eo.chunk = co.chunk;
-  eo.layer = resolve_layer(layer_s, model.config().n_layer);
+  eo.layer = resolve_layer(layer_s, mcfg.n_layer);
+  if (cad && eo.layer != mcfg.n_layer)
+    throw Error("--layer " + layer_s + ": masked-LM (Caduceus) models give the last layer only (--layer last, -1 or " +
+                std::to_string(mcfg.n_layer) + ": after the final norm)");
+  CaduceusEmbedOptions ceo;
+  ceo.window = mlm_window;
+  ceo.overlap = mlm_overlap;
+  ceo.rc_average = !rc_avg_off;
+  ceo.pool = pool;
+  ceo.quiet = co.quiet;
+  ceo.max_batch = batch > 0 ? batch : (be->is_gpu() ? 256 : 8);
+  ceo.tokens_per_call = co.chunk;
+  if (cad) {
+    if (vm.count("window") && mlm_window < 1) throw Error("--window must be >= 1");
+    if (vm.count("overlap") && mlm_overlap < 0) throw Error("--overlap must be >= 0");
+    ceo.window = mlm_window > 0 ? mlm_window : caduceus_default_window(*cad);
+    ceo.overlap = mlm_overlap >= 0 ? mlm_overlap : caduceus_default_overlap(ceo.window);
+    if (ceo.overlap >= ceo.window)
+      throw Error("--overlap (" + std::to_string(ceo.overlap) + ") must be smaller than --window (" + std::to_string(ceo.window) + ")");
+  }
   eo.pool = pool;
   eo.max_batch = batch > 0 ? batch : (be->is_gpu() ? 64 : 1);
   eo.quiet = co.quiet;
@@ -317,17 +360,18 @@ int cmd_embed(int argc, char** argv) {
   EmbedSink sink = [&](const EmbedRow* rows, const float* v, int64_t n) { output.add_rows(rows, v, n); };
   EmbedStats st;
   if (from_reads) {
-    st = embed_reads(model, *bam, eo, sink, [&](const io::ReadRecord& r, int64_t) {
-      output.add_read(r, int64_t(r.seq.size()));
-    });
+    auto on_read = [&](const io::ReadRecord& r, int64_t) { output.add_read(r, int64_t(r.seq.size())); };
+    st = cad ? caduceus_embed_reads(*cad, *bam, ceo, sink, on_read) : embed_reads(*causal, *bam, eo, sink, on_read);
     if (st.segments == 0)
       throw Error(reads + ": no reads to embed: " + bam->filter_summary());
   } else {
-    if (!empty_shard) st = embed_fasta(model, *fasta, [&](const std::string& name) {
+    auto contig_index = [&](const std::string& name) {
       auto [it, added] = contig_ids.emplace(name, int32_t(contigs.size()));
       if (added) contigs.push_back(name);  // an unindexed FASTA: contigs as they come
       return it->second;
-    }, eo, sink);
+    };
+    if (!empty_shard)
+      st = cad ? caduceus_embed_fasta(*cad, *fasta, contig_index, ceo, sink) : embed_fasta(*causal, *fasta, contig_index, eo, sink);
     if (st.rows == 0 && !empty_shard) throw Error(ref + ": nothing to embed (no bases in the selected contigs/regions)");
   }
   if (output.is_zarr()) {
@@ -337,9 +381,15 @@ int cmd_embed(int argc, char** argv) {
     a["input_type"] = from_reads ? "reads" : "fasta";
     a["model"] = co.model;
     a["d_model"] = D;
-    a["n_layer"] = model.config().n_layer;
+    a["n_layer"] = mcfg.n_layer;
     a["layer"] = eo.layer;
-    a["layer_meaning"] = eo.layer == model.config().n_layer ? "after the final norm"
+    if (cad) {
+      a["model_type"] = std::string("caduceus_") + (cad->rc_equivariant() ? "ps" : "ph");
+      a["rc_average"] = ceo.rc_average;
+      a["window"] = ceo.window;
+      a["overlap"] = ceo.overlap;
+    }
+    a["layer_meaning"] = eo.layer == mcfg.n_layer ? "after the final norm"
                          : eo.layer == 0 ? "token embeddings"
                          : "residual stream after " + std::to_string(eo.layer) + " blocks";
     a["pool"] = pool.str();

@@ -8,7 +8,9 @@
 #include "cli/shard.h"
 #include "io/fasta.h"
 #include "io/vcf.h"
+#include "model/caduceus.h"
 #include "model/mamba_lm.h"
+#include "pipeline/caduceus_score.h"
 #include "pipeline/variant_stream.h"
 
 namespace dnamba::cli {
@@ -31,7 +33,14 @@ const char* kUsage =
     "                  SPANNING_DELETION, INVALID_ALLELE, TOO_LONG, N_IN_WINDOW, NO_ALT.\n"
     "The reference must be indexed (samtools faidx; bgzip FASTA with .fai and .gzi). The input must be\n"
     "sorted (contigs together, POS ascending). Output type from -O or the name (.vcf.gz: bgzip VCF + .tbi,\n"
-    ".bcf: BCF + .csi, else VCF); `-` is stdin/stdout. A summary goes to stderr.";
+    ".bcf: BCF + .csi, else VCF); `-` is stdin/stdout. A summary goes to stderr.\n\n"
+    "Masked-LM (Caduceus) models (pipeline/caduceus_score.h): DNAMBA_LLR = ln P(alt) - ln P(ref) at the variant\n"
+    "position, masked, in a window of W (--window; default the model's training length) reference bases centred on\n"
+    "the variant, over A,C,G,T; Ph models: mean of both strands (DNAMBA_LLR_FWD/_REV; --no-rc: forward only);\n"
+    "PS models are reverse-complement equivariant (one value). MNPs: sum over their differing bases, each masked\n"
+    "alone. Indels: DNAMBA_FLAG=MLM_INDEL. Records may come in any order; --chunk is window tokens per model call\n"
+    "(default 1048576). --horizon, --context, --method, --batch, --batch-tokens, --snapshot-gap, --ref-batch are\n"
+    "causal-only.";
 
 bcf_hdr_t* make_output_header(bcf_hdr_t* in, const std::vector<std::string>& lines, const std::string& path) {
   bcf_hdr_t* h = bcf_hdr_dup(in);
@@ -68,6 +77,7 @@ int cmd_score(int argc, char** argv) {
   score::ScoreParams prm;
   std::string ref, vcf, out = "-", otype, method = "fast", shard_spec;
   bool no_index = false, no_rc = false;
+  int64_t mlm_window = 0;
   po::options_description d("dnamba score options");
   d.add_options()
       ("ref,r", po::value(&ref)->required()->value_name("FASTA"), "reference FASTA, indexed (.fai; bgzip also .gzi)")
@@ -83,7 +93,9 @@ int cmd_score(int argc, char** argv) {
       ("max-allele-length", po::value(&prm.max_allele_length)->default_value(prm.max_allele_length)->value_name("N"), "longer REF or ALT alleles are flagged TOO_LONG")
       ("batch", po::value(&prm.batch)->default_value(prm.batch)->value_name("N"), "alleles per model call")
       ("batch-tokens", po::value(&prm.batch_tokens)->default_value(prm.batch_tokens)->value_name("N"), "padded positions per model call")
-      ("snapshot-gap", po::value(&prm.snapshot_gap)->default_value(prm.snapshot_gap)->value_name("N"), "fast method: state snapshots at least N bases apart (alleles replay < N reference bases)");
+      ("window", po::value(&mlm_window)->value_name("W"), "masked-LM (Caduceus) models: reference bases around each variant (default: the model's training length)")
+      ("snapshot-gap", po::value(&prm.snapshot_gap)->default_value(prm.snapshot_gap)->value_name("N"), "fast method: state snapshots at multiples of N bases from the run start (alleles replay < N reference bases; GPU default 32)")
+      ("ref-batch", po::value(&prm.ref_batch)->default_value(prm.ref_batch)->value_name("N"), "fast method: reference runs (segment, strand) advanced together in one batch (GPU default 256; > 1 lets scores differ between --shard runs at rounding level)");
   add_shard_option(d, shard_spec);
   d.add(common_options(co, true));
   po::variables_map vm;
@@ -113,10 +125,39 @@ int cmd_score(int argc, char** argv) {
   if (!shard.whole()) shard_copy = std::make_unique<VcfShardCopy>(vcf, shard, prm.segment);
   io::VcfReader in(shard_copy ? shard_copy->path() : vcf, io_threads);
   auto be = make_backend_from(co);
-  MambaLM model(co.model, *be);
-
   std::string cmdline = "dnamba";
   for (int i = 0; i < argc; ++i) cmdline += std::string(" ") + argv[i];
+  if (is_caduceus_model(co.model)) {  // masked-LM models: pipeline/caduceus_score
+    for (const char* o : {"horizon", "context", "method", "batch", "batch-tokens", "snapshot-gap", "ref-batch"})
+      if (vm.count(o) && !vm[o].defaulted()) throw Error(std::string("--") + o + " applies to causal models; " + co.model + " is a masked-LM (Caduceus) model");
+    if (vm.count("window") && mlm_window < 1) throw Error("--window must be >= 1");
+    CaduceusModel cm(co.model, *be);
+    CaduceusScoreParams cp;
+    cp.window = mlm_window;
+    cp.rc = !no_rc;
+    cp.max_allele_length = prm.max_allele_length;
+    cp.tokens_per_call = vm["chunk"].defaulted() ? int64_t(1) << 20 : co.chunk;
+    const std::string desc = cm.dir() + " (Caduceus " + (cm.rc_equivariant() ? "PS" : "Ph") + ", d_model " +
+                             std::to_string(cm.config().d_model) + ", n_layer " + std::to_string(cm.config().n_layer) +
+                             "; device " + be->name() + ", compute " + dtype_name(be->compute_dtype()) + ")";
+    bcf_hdr_t* h = make_output_header(in.header(), caduceus_score_header_lines(cm, cp, desc, cmdline), vcf);
+    struct HFree { bcf_hdr_t* h; ~HFree() { bcf_hdr_destroy(h); } } h_free{h};
+    io::VcfWriter w(out, type, h, !no_index, io_threads);
+    auto st = score_variants_caduceus(cm, fasta, in, h, w, cp, co.quiet);
+    w.close();
+    if (!co.quiet) std::cerr << "dnamba score: " << st.summary() << "\n";
+    return 0;
+  }
+  if (vm.count("window")) throw Error("--window applies to masked-LM (Caduceus) models; " + co.model + " is causal");
+  if (be->is_gpu()) {  // small model calls are launch-bound on a GPU: batch reference runs and alleles
+    if (vm["batch"].defaulted()) prm.batch = 1024;
+    if (vm["batch-tokens"].defaulted()) prm.batch_tokens = int64_t(1) << 18;
+    if (vm["snapshot-gap"].defaulted()) prm.snapshot_gap = 32;
+    if (vm["ref-batch"].defaulted()) prm.ref_batch = 256;
+  }
+  if (prm.ref_batch < 1) throw Error("--ref-batch must be >= 1");
+  MambaLM model(co.model, *be);
+
   const std::string model_desc = model.dir() + " (" + model.config().describe() + "; device " + be->name() +
                                  ", compute " + dtype_name(be->compute_dtype()) + ")";
   bcf_hdr_t* hdr = make_output_header(in.header(), score_header_lines(prm, model_desc, cmdline), vcf);

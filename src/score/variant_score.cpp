@@ -101,24 +101,78 @@ AlleleWindows make_windows(int64_t p, std::string_view ref, std::string_view alt
 
 GroupScorer::GroupScorer(MambaLM& model, const ScoreParams& prm) : model_(model), prm_(prm) {
   DNAMBA_CHECK(prm_.batch >= 1 && prm_.batch_tokens >= 1 && prm_.chunk >= 1 && prm_.snapshot_gap >= 1 &&
-                   prm_.max_snapshots >= 1,
-               "GroupScorer: batch, batch_tokens, chunk, snapshot_gap and max_snapshots must be >= 1");
+                   prm_.ref_batch >= 1,
+               "GroupScorer: batch, batch_tokens, chunk, snapshot_gap and ref_batch must be >= 1");
+}
+
+namespace {
+
+// States of many rows for every layer in one tensor: layer l, row r at row l*cap + r, so that one
+// layer's rows [0, n) are a contiguous LayerState and rows [r, r+k) of every layer are one 2-D copy.
+std::vector<LayerState> layer_views(const Tensor& conv, const Tensor& ssm, int64_t cap, int64_t n, int64_t n_layer) {
+  std::vector<LayerState> st(static_cast<size_t>(n_layer));
+  for (int64_t l = 0; l < n_layer; ++l) {
+    st[size_t(l)].conv = conv.rows_view(l * cap, n);
+    st[size_t(l)].ssm = ssm.rows_view(l * cap, n);
+  }
+  return st;
+}
+
+// Rows [r, r+k) of every layer: [n_layer, k*cols] with row stride cap*cols.
+Tensor rows_of_every_layer(const Tensor& all, int64_t cap, int64_t r, int64_t k, int64_t n_layer) {
+  DNAMBA_CHECK(all.ld == all.cols, "score: state tensors must be contiguous");
+  Tensor t = all;
+  t.offset = all.offset + r * all.ld;
+  t.rows = n_layer;
+  t.cols = k * all.cols;
+  t.ld = cap * all.ld;
+  return t;
+}
+
+}  // namespace
+
+void GroupScorer::alloc_states(Tensor& conv, Tensor& ssm, int64_t cap) {
+  const ModelConfig& cfg = model_.config();
+  Backend& be = model_.backend();
+  conv = be.alloc(cfg.n_layer * cap, cfg.d_inner * (cfg.d_conv - 1));
+  ssm = be.alloc(cfg.n_layer * cap, cfg.d_inner * cfg.d_state);
+  be.zero(conv);
+  be.zero(ssm);
 }
 
 void GroupScorer::score(int64_t s, const std::vector<int32_t>& seq, const std::vector<StrandAllele*>& alleles) {
-  for (const StrandAllele* a : alleles)
-    DNAMBA_CHECK(a->q >= s && a->q <= a->flank + int64_t(a->alt_insert.size()) && a->flank <= a->e &&
-                     a->e - s <= int64_t(seq.size()),
-                 "GroupScorer: allele window outside the group's sequence");
-  if (alleles.empty()) return;
-  if (prm_.method == Method::Naive)
-    score_naive(s, seq, alleles);
-  else
-    score_fast(s, seq, alleles);
+  GroupJob g;
+  g.s = s;
+  g.seq = &seq;
+  g.alleles = alleles;
+  score_groups({g});
+}
+
+void GroupScorer::score_groups(const std::vector<GroupJob>& groups) {
+  std::vector<const GroupJob*> todo;
+  for (const GroupJob& g : groups) {
+    DNAMBA_CHECK(g.seq != nullptr, "GroupScorer: group without a sequence");
+    for (const StrandAllele* a : g.alleles)
+      DNAMBA_CHECK(a->q >= g.s && a->q <= a->flank + int64_t(a->alt_insert.size()) && a->flank <= a->e &&
+                       a->e - g.s <= int64_t(g.seq->size()),
+                   "GroupScorer: allele window outside the group's sequence");
+    if (!g.alleles.empty()) todo.push_back(&g);
+  }
+  if (prm_.method == Method::Naive) {
+    for (const GroupJob* g : todo) score_naive(*g);
+    return;
+  }
+  for (size_t i = 0; i < todo.size(); i += size_t(prm_.ref_batch)) {
+    const size_t j = std::min(todo.size(), i + size_t(prm_.ref_batch));
+    score_lockstep(std::vector<const GroupJob*>(todo.begin() + i, todo.begin() + j));
+  }
 }
 
 // Both haplotypes of every allele from the run start; nothing shared.
-void GroupScorer::score_naive(int64_t s, const std::vector<int32_t>& seq, const std::vector<StrandAllele*>& alleles) {
+void GroupScorer::score_naive(const GroupJob& g) {
+  const int64_t s = g.s;
+  const std::vector<int32_t>& seq = *g.seq;
+  const auto& alleles = g.alleles;
   std::vector<double> ref_sum(alleles.size()), alt_sum(alleles.size());
   std::vector<Run> runs;
   runs.reserve(2 * alleles.size());
@@ -141,97 +195,193 @@ void GroupScorer::score_naive(int64_t s, const std::vector<int32_t>& seq, const 
   for (size_t i = 0; i < alleles.size(); ++i) alleles[i]->llr = alt_sum[i] - ref_sum[i];
 }
 
-// One reference pass with state snapshots just before each allele's first differing base (or up to
-// snapshot_gap-1 bases earlier, then replayed); each allele runs only its own bases and the horizon.
-void GroupScorer::score_fast(int64_t s, const std::vector<int32_t>& seq, const std::vector<StrandAllele*>& alleles) {
+// The lockstep reference pass of up to ref_batch groups (see the header) and the allele runs from
+// its snapshots.
+void GroupScorer::score_lockstep(const std::vector<const GroupJob*>& groups) {
   Backend& be = model_.backend();
   const ModelConfig& cfg = model_.config();
-  const int64_t D = cfg.d_model;
-  std::vector<size_t> order(alleles.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) { return alleles[x]->q < alleles[y]->q; });
+  const int64_t D = cfg.d_model, NL = cfg.n_layer, g = prm_.snapshot_gap;
+  const int64_t R = int64_t(groups.size());
 
-  // Snapshot positions c (state after the reference bases [s, c)) and each allele's snapshot.
-  std::vector<int64_t> snap_pos;
-  std::vector<size_t> snap_of(alleles.size());
-  for (size_t i : order) {
-    const int64_t q = alleles[i]->q;
-    const int64_t want = q > s ? q - 1 : s;  // replay at least the base before q: it predicts q
-    if (snap_pos.empty() || want - snap_pos.back() >= prm_.snapshot_gap) snap_pos.push_back(want);
-    snap_of[i] = snap_pos.size() - 1;
+  struct Snap { int64_t c; size_t allele; };
+  struct Row {
+    const GroupJob* job;
+    int64_t n = 1;    // tokens of the run: [0, n) relative to s
+    int64_t len = 0;  // positions to run (the last token is only a target)
+    std::vector<Snap> snaps;  // sorted by c
+    size_t next = 0;
+    std::vector<double> cum;   // cum[t] = sum of ln P(seq[u] | seq[<u]) for 1 <= u < t
+    std::vector<double> alt;   // per allele
+  };
+  std::vector<Row> rows(static_cast<size_t>(R));
+  for (int64_t b = 0; b < R; ++b) {
+    Row& r = rows[size_t(b)];
+    r.job = groups[size_t(b)];
+    const int64_t s = r.job->s;
+    for (size_t i = 0; i < r.job->alleles.size(); ++i) {
+      const StrandAllele& a = *r.job->alleles[i];
+      r.n = std::max(r.n, a.e - s);
+      const int64_t want = a.q > s ? a.q - 1 - s : 0;  // replay at least the base before q: it predicts q
+      r.snaps.push_back({want / g * g, i});
+    }
+    std::stable_sort(r.snaps.begin(), r.snaps.end(), [](const Snap& x, const Snap& y) { return x.c < y.c; });
+    r.len = std::max(r.n - 1, r.snaps.back().c);
+    r.cum.assign(size_t(r.n) + 1, 0.0);
+    r.alt.assign(r.job->alleles.size(), 0.0);
   }
-  int64_t n = 0;
-  for (const StrandAllele* a : alleles) n = std::max(n, a->e - s);
+  // Longest first: the rows still running are always a prefix of the batch.
+  std::stable_sort(rows.begin(), rows.end(), [](const Row& x, const Row& y) { return x.len > y.len; });
 
-  if (ref_state_.empty()) ref_state_ = model_.new_state(1);
-  else model_.reset_state(ref_state_);
-  if (snapshots_.empty()) {
-    snapshots_.resize(size_t(cfg.n_layer));
-    for (auto& l : snapshots_) {
-      l.conv = be.alloc(prm_.max_snapshots, cfg.d_inner * (cfg.d_conv - 1));
-      l.ssm = be.alloc(prm_.max_snapshots, cfg.d_inner * cfg.d_state);
+  // The calls: every row advances by `step` positions, stopping at each snapshot position any row needs.
+  struct Call { int64_t pos, step, nact, off; };
+  std::vector<Call> calls;
+  {
+    const int64_t tok_cap = std::max(prm_.chunk, prm_.batch_tokens);
+    std::vector<size_t> ptr(rows.size(), 0);
+    int64_t pos = 0, nact = R, off = 0;
+    while (nact > 0 && rows[size_t(nact - 1)].len <= pos) --nact;
+    while (nact > 0) {
+      int64_t step = std::min({prm_.chunk, rows[0].len - pos, std::max<int64_t>(1, tok_cap / nact)});
+      for (int64_t b = 0; b < nact; ++b) {
+        const Row& r = rows[size_t(b)];
+        size_t& p = ptr[size_t(b)];
+        while (p < r.snaps.size() && r.snaps[p].c <= pos) ++p;
+        if (p < r.snaps.size()) step = std::min(step, r.snaps[p].c - pos);
+      }
+      calls.push_back({pos, step, nact, off});
+      off += nact * step;
+      pos += step;
+      while (nact > 0 && rows[size_t(nact - 1)].len <= pos) --nact;
     }
   }
-  // cum[t] = sum of ln P(seq[u] | seq[<u]) for 1 <= u < t (relative positions).
-  std::vector<double> cum(size_t(n) + 1, 0.0);
-  std::vector<float> stats;
-  std::vector<int32_t> targets;
-  int64_t pos = 0;
-  auto advance = [&](int64_t to) {
-    while (pos < to) {
-      const int64_t len = std::min(prm_.chunk, to - pos);
-      Tensor hid = model_.workspace().get("score_ref_hidden", len, D);  // [len, D]
-      model_.forward_host(seq.data() + pos, 1, len, ref_state_, hid);
-      targets.assign(seq.begin() + pos + 1, seq.begin() + std::min(n, pos + len + 1));
-      targets.resize(size_t(len), -1);
-      Tensor tg = model_.workspace().get("score_ref_targets", len, 1, DType::I32);
-      be.to_device(tg, targets.data());
-      Tensor out = model_.workspace().get("score_ref_stats", len, 5);  // [len, 5]
-      be.token_logprobs(hid, model_.lm_head(), tg, out);
-      stats.resize(size_t(len * 5));
-      be.to_host(out, stats.data());
-      for (int64_t r = 0; r < len && pos + r + 1 < n; ++r)
-        cum[size_t(pos + r + 2)] = cum[size_t(pos + r + 1)] + double(stats[size_t(r * 5)]);
-      tokens_run_ += len;
-      pos += len;
+
+  if (ref_conv_.rows < NL * R) alloc_states(ref_conv_, ref_ssm_, std::max(R, prm_.ref_batch));
+  const int64_t ref_cap = ref_conv_.rows / NL;
+  for (int64_t l = 0; l < NL; ++l) {
+    Tensor c = ref_conv_.rows_view(l * ref_cap, R), h = ref_ssm_.rows_view(l * ref_cap, R);
+    be.zero(c);
+    be.zero(h);
+  }
+  for (Pool& p : pools_)
+    if (p.cap == 0) {
+      p.cap = prm_.batch;
+      alloc_states(p.conv, p.ssm, p.cap);
     }
+  const int64_t short_len = g + prm_.horizon + 32;  // longer allele runs go to the second pool
+
+  // Snapshot copies, merged while consecutive ref rows go to consecutive rows of one pool.
+  struct PendingCopy { Pool* pool = nullptr; int64_t src = 0, dst = 0, k = 0; } pc;
+  auto emit_copy = [&]() {
+    if (!pc.pool || pc.k == 0) return;
+    Tensor d1 = rows_of_every_layer(pc.pool->conv, pc.pool->cap, pc.dst, pc.k, NL);
+    Tensor d2 = rows_of_every_layer(pc.pool->ssm, pc.pool->cap, pc.dst, pc.k, NL);
+    be.copy(d1, rows_of_every_layer(ref_conv_, ref_cap, pc.src, pc.k, NL));
+    be.copy(d2, rows_of_every_layer(ref_ssm_, ref_cap, pc.src, pc.k, NL));
+    pc = PendingCopy{};
+  };
+  auto take_snapshots = [&](int64_t pos, int64_t nact) {
+    for (int64_t b = 0; b < nact; ++b) {
+      Row& r = rows[size_t(b)];
+      const int64_t s = r.job->s;
+      const std::vector<int32_t>& seq = *r.job->seq;
+      while (r.next < r.snaps.size() && r.snaps[r.next].c == pos) {
+        const size_t i = r.snaps[r.next++].allele;
+        const StrandAllele& a = *r.job->alleles[i];
+        Run run;
+        run.tokens.assign(seq.begin() + pos, seq.begin() + (a.q - s));  // replay
+        run.score_from = std::max<int64_t>(1, int64_t(run.tokens.size()));  // q == s: no prediction for the first base
+        run.tokens.insert(run.tokens.end(), a.alt_insert.begin(), a.alt_insert.end());
+        run.tokens.insert(run.tokens.end(), seq.begin() + (a.flank - s), seq.begin() + (a.e - s));
+        if (int64_t(run.tokens.size()) < 2 || run.score_from >= int64_t(run.tokens.size())) continue;  // sum 0
+        run.sum = &r.alt[i];
+        Pool& pool = pools_[int64_t(run.tokens.size()) <= short_len ? 0 : 1];
+        if (int64_t(pool.runs.size()) == pool.cap) {
+          emit_copy();
+          flush_pool(pool);
+        }
+        const int64_t slot = int64_t(pool.runs.size());
+        pool.runs.push_back(std::move(run));
+        if (pc.pool == &pool && pc.src + pc.k == b && pc.dst + pc.k == slot) {
+          ++pc.k;
+        } else {
+          emit_copy();
+          pc = PendingCopy{&pool, b, slot, 1};
+        }
+      }
+    }
+    emit_copy();
   };
 
-  std::vector<double> alt_sum(alleles.size(), 0.0);
-  std::vector<std::vector<size_t>> by_snap(snap_pos.size());
-  for (size_t i = 0; i < alleles.size(); ++i) by_snap[snap_of[i]].push_back(i);
-  for (size_t w0 = 0; w0 < snap_pos.size(); w0 += size_t(prm_.max_snapshots)) {
-    const size_t w1 = std::min(snap_pos.size(), w0 + size_t(prm_.max_snapshots));
-    std::vector<Run> runs;
-    for (size_t si = w0; si < w1; ++si) {
-      advance(snap_pos[si] - s);
-      const int64_t slot = int64_t(si - w0);
-      for (size_t l = 0; l < snapshots_.size(); ++l) {
-        Tensor dc = snapshots_[l].conv.rows_view(slot, 1), ds = snapshots_[l].ssm.rows_view(slot, 1);
-        be.copy(dc, ref_state_[l].conv);
-        be.copy(ds, ref_state_[l].ssm);
-      }
-      for (size_t i : by_snap[si]) {
-        const StrandAllele& a = *alleles[i];
-        Run r;
-        r.tokens.assign(seq.begin() + (snap_pos[si] - s), seq.begin() + (a.q - s));  // replay
-        r.score_from = int64_t(r.tokens.size());
-        if (r.score_from == 0) r.score_from = 1;  // q == s: the run's first base has no prediction
-        r.tokens.insert(r.tokens.end(), a.alt_insert.begin(), a.alt_insert.end());
-        r.tokens.insert(r.tokens.end(), seq.begin() + (a.flank - s), seq.begin() + (a.e - s));
-        r.slot = slot;
-        r.sum = &alt_sum[i];
-        runs.push_back(std::move(r));
+  take_snapshots(0, R);  // alleles at a contig start: the zero state
+  const int64_t win_cap = std::max<int64_t>(be.is_gpu() ? int64_t(1) << 21 : int64_t(1) << 16,
+                                            std::max(prm_.chunk, prm_.batch_tokens));
+  std::vector<int32_t> ids, targets;
+  std::vector<float> stats;
+  for (size_t c0 = 0; c0 < calls.size();) {
+    size_t c1 = c0 + 1;
+    while (c1 < calls.size() && calls[c1].off + calls[c1].nact * calls[c1].step - calls[c0].off <= win_cap) ++c1;
+    const int64_t base = calls[c0].off, W = calls[c1 - 1].off + calls[c1 - 1].nact * calls[c1 - 1].step - base;
+    ids.assign(size_t(W), kTokN);
+    targets.assign(size_t(W), -1);
+    for (size_t ci = c0; ci < c1; ++ci) {
+      const Call& k = calls[ci];
+      for (int64_t b = 0; b < k.nact; ++b) {
+        const Row& r = rows[size_t(b)];
+        const std::vector<int32_t>& seq = *r.job->seq;
+        const int64_t o = k.off - base + b * k.step;
+        for (int64_t t = 0; t < k.step && k.pos + t < r.n; ++t) {
+          ids[size_t(o + t)] = seq[size_t(k.pos + t)];
+          if (k.pos + t + 1 < r.n) targets[size_t(o + t)] = seq[size_t(k.pos + t + 1)];
+        }
       }
     }
-    run_batched(runs);
+    Tensor tid = model_.workspace().get("score_ref_ids", W, 1, DType::I32);
+    be.to_device(tid, ids.data());
+    Tensor ttg = model_.workspace().get("score_ref_targets", W, 1, DType::I32);
+    be.to_device(ttg, targets.data());
+    Tensor tst = model_.workspace().get("score_ref_stats", W, 5);  // [W, 5]
+    for (size_t ci = c0; ci < c1; ++ci) {
+      const Call& k = calls[ci];
+      const int64_t T = k.nact * k.step, o = k.off - base;
+      std::vector<LayerState> st = layer_views(ref_conv_, ref_ssm_, ref_cap, k.nact, NL);
+      Tensor hid = model_.workspace().get("score_ref_hidden", T, D);  // [nact*step, D]
+      model_.forward(tid.rows_view(o, T), k.nact, k.step, st, hid);
+      Tensor out = tst.rows_view(o, T);
+      be.token_logprobs(hid, model_.lm_head(), ttg.rows_view(o, T), out);
+      tokens_run_ += T;
+      ++calls_;
+      take_snapshots(k.pos + k.step, k.nact);
+    }
+    stats.resize(size_t(W * 5));
+    be.to_host(tst, stats.data());
+    for (size_t ci = c0; ci < c1; ++ci) {
+      const Call& k = calls[ci];
+      for (int64_t b = 0; b < k.nact; ++b) {
+        Row& r = rows[size_t(b)];
+        const int64_t o = k.off - base + b * k.step;
+        for (int64_t t = 0; t < k.step && k.pos + t + 1 < r.n; ++t)
+          r.cum[size_t(k.pos + t + 2)] = r.cum[size_t(k.pos + t + 1)] + double(stats[size_t((o + t) * 5)]);
+      }
+    }
+    c0 = c1;
   }
-  advance(n);
-  for (size_t i = 0; i < alleles.size(); ++i) {
-    const StrandAllele& a = *alleles[i];
-    const double ref = cum[size_t(a.e - s)] - cum[size_t(a.q - s)];
-    alleles[i]->llr = alt_sum[i] - ref;
+  for (Pool& p : pools_) flush_pool(p);
+  for (Row& r : rows) {
+    DNAMBA_CHECK(r.next == r.snaps.size(), "score: a snapshot was not taken");
+    const int64_t s = r.job->s;
+    for (size_t i = 0; i < r.job->alleles.size(); ++i) {
+      StrandAllele& a = *r.job->alleles[i];
+      a.llr = r.alt[i] - (r.cum[size_t(a.e - s)] - r.cum[size_t(a.q - s)]);
+    }
   }
+}
+
+void GroupScorer::flush_pool(Pool& p) {
+  if (p.runs.empty()) return;
+  std::vector<Run*> rows;
+  for (Run& r : p.runs) rows.push_back(&r);
+  run_rows(rows, p.conv, p.ssm, p.cap);
+  p.runs.clear();
 }
 
 void GroupScorer::run_batched(std::vector<Run>& runs) {
@@ -241,49 +391,28 @@ void GroupScorer::run_batched(std::vector<Run>& runs) {
     if (r.tokens.size() >= 2 && r.score_from < int64_t(r.tokens.size())) todo.push_back(&r);
   }
   std::stable_sort(todo.begin(), todo.end(), [](const Run* a, const Run* b) { return a->tokens.size() > b->tokens.size(); });
+  if (!naive_conv_.defined()) alloc_states(naive_conv_, naive_ssm_, prm_.batch);
+  Backend& be = model_.backend();
+  const int64_t NL = model_.config().n_layer;
   for (size_t i = 0; i < todo.size();) {
     const size_t nb = std::min(todo.size() - i, size_t(prm_.batch));
     std::vector<Run*> batch(todo.begin() + i, todo.begin() + i + nb);
-    run_batch(batch);
+    Tensor c = rows_of_every_layer(naive_conv_, prm_.batch, 0, int64_t(nb), NL);
+    Tensor h = rows_of_every_layer(naive_ssm_, prm_.batch, 0, int64_t(nb), NL);
+    be.zero(c);
+    be.zero(h);
+    run_rows(batch, naive_conv_, naive_ssm_, prm_.batch);
     i += nb;
   }
 }
 
 // Runs rows from their start states in chunks along the length; rows are padded at the end (the
 // model is causal, so padding after a row's last scored base cannot change it).
-void GroupScorer::run_batch(std::vector<Run*>& rows) {
+void GroupScorer::run_rows(std::vector<Run*>& rows, Tensor& conv, Tensor& ssm, int64_t cap) {
   Backend& be = model_.backend();
   const ModelConfig& cfg = model_.config();
   const int64_t nb = int64_t(rows.size()), D = cfg.d_model;
-  if (batch_state_.empty()) {
-    batch_state_.resize(size_t(cfg.n_layer));
-    for (auto& l : batch_state_) {
-      l.conv = be.alloc(prm_.batch, cfg.d_inner * (cfg.d_conv - 1));
-      l.ssm = be.alloc(prm_.batch, cfg.d_inner * cfg.d_state);
-    }
-  }
-  std::vector<LayerState> st(batch_state_.size());
-  for (size_t l = 0; l < st.size(); ++l) {
-    st[l].conv = batch_state_[l].conv.rows_view(0, nb);
-    st[l].ssm = batch_state_[l].ssm.rows_view(0, nb);
-  }
-  // Start states: consecutive rows from consecutive snapshot slots are copied together.
-  for (int64_t b = 0; b < nb;) {
-    int64_t e = b + 1;
-    const int64_t slot = rows[size_t(b)]->slot;
-    while (e < nb && (slot < 0 ? rows[size_t(e)]->slot < 0 : rows[size_t(e)]->slot == slot + (e - b))) ++e;
-    for (size_t l = 0; l < st.size(); ++l) {
-      Tensor dc = st[l].conv.rows_view(b, e - b), ds = st[l].ssm.rows_view(b, e - b);
-      if (slot < 0) {
-        be.zero(dc);
-        be.zero(ds);
-      } else {
-        be.copy(dc, snapshots_[l].conv.rows_view(slot, e - b));
-        be.copy(ds, snapshots_[l].ssm.rows_view(slot, e - b));
-      }
-    }
-    b = e;
-  }
+  std::vector<LayerState> st = layer_views(conv, ssm, cap, nb, cfg.n_layer);
   int64_t lmax = 0;  // positions to run: a row's last token is only a target
   for (const Run* r : rows) lmax = std::max(lmax, int64_t(r->tokens.size()) - 1);
   const int64_t cl = std::max<int64_t>(1, std::min(lmax, prm_.batch_tokens / nb));
@@ -318,6 +447,7 @@ void GroupScorer::run_batch(std::vector<Run*>& rows) {
       *rows[size_t(b)]->sum += acc;
     }
     tokens_run_ += T;
+    ++calls_;
   }
 }
 

@@ -44,12 +44,14 @@ struct ScoreParams {
   bool rc = true;               // average with the reverse strand
   Method method = Method::Fast;
   int64_t max_allele_length = 1000;  // longer REF or ALT: flagged TOO_LONG
-  // Execution only (results do not depend on these beyond floating-point rounding):
+  // Execution only (results do not depend on these beyond floating-point rounding; with ref_batch 1
+  // the batches a variant shares depend only on its segment, so sharded runs reproduce one run bit
+  // for bit on the CPU):
   int64_t batch = 64;                    // alleles (fast) or haplotypes (naive) per model call
   int64_t batch_tokens = int64_t(1) << 14;  // padded tokens per model call
-  int64_t chunk = int64_t(1) << 14;      // bases per call of the reference pass
-  int64_t snapshot_gap = 1;  // snapshots at least this far apart; an allele replays < gap bases
-  int64_t max_snapshots = 256;  // state snapshots held at once
+  int64_t chunk = int64_t(1) << 14;      // most bases per row and call of the reference pass
+  int64_t snapshot_gap = 1;  // g: snapshots only at multiples of g from the run start; alleles replay < g bases
+  int64_t ref_batch = 1;     // reference runs (segment, strand) advanced together, one batch row each
 };
 
 // One allele on one strand, in strand coordinates (position x of the reverse strand is base
@@ -85,35 +87,63 @@ struct AlleleWindows {
 AlleleWindows make_windows(int64_t p, std::string_view ref, std::string_view alt, int64_t L,
                            const ScoreParams& prm);
 
-// Scores every allele of one group (all with the same run start s on one strand), filling llr.
-// seq holds the strand's reference tokens from s on: seq[i] = token at s+i, and covers every
-// allele's window (seq.size() >= e - s).
+// One group: every allele of one strand whose model run starts at s. seq holds the strand's
+// reference tokens from s on (seq[i] = token at s+i) and covers every allele's window
+// (seq.size() >= e - s).
+struct GroupJob {
+  int64_t s = 0;
+  const std::vector<int32_t>* seq = nullptr;
+  std::vector<StrandAllele*> alleles;
+};
+
+// Scores the alleles of groups, filling llr.
+// Fast method, as executed ("lockstep"): up to ref_batch groups run their reference passes as the
+// rows of one batch, all rows advancing by the same number of positions per model call (rows sorted
+// by length, a row leaves the batch when its run is done). A row's state is copied (device to
+// device) into a free row of an allele batch right after the call that reaches a snapshot position
+// of one of its alleles: the latest multiple of snapshot_gap at or before the base that predicts
+// the allele's first differing base. An allele batch runs when it is full (`batch` rows), so memory
+// holds ref_batch + 2*batch states, never one per variant. Alleles of rows short and long (allele
+// length) fill separate batches, so a long insertion does not pad a batch of SNVs.
 class GroupScorer {
  public:
   GroupScorer(MambaLM& model, const ScoreParams& prm);
   void score(int64_t s, const std::vector<int32_t>& seq, const std::vector<StrandAllele*>& alleles);
+  // Groups in chunks of ref_batch, in the order given.
+  void score_groups(const std::vector<GroupJob>& groups);
   // Model positions run so far (for speed reports).
   int64_t tokens_run() const { return tokens_run_; }
+  int64_t model_calls() const { return calls_; }
 
  private:
   struct Run {  // one token sequence of a batched model call
     std::vector<int32_t> tokens;
     int64_t score_from = 0;  // sum log P(tokens[t]) for t >= score_from (t >= 1)
-    int64_t slot = -1;       // snapshot slot to start from; -1: zero state
     double* sum = nullptr;   // receives the sum
   };
-  void score_fast(int64_t s, const std::vector<int32_t>& seq, const std::vector<StrandAllele*>& alleles);
-  void score_naive(int64_t s, const std::vector<int32_t>& seq, const std::vector<StrandAllele*>& alleles);
-  // Runs sequences in batches (sorted by length, padded at the end, chunked along the length).
+  // Allele runs whose start states sit in rows of `conv`/`ssm` (all layers in one tensor:
+  // layer l, row r at row l*cap + r), run together when full.
+  struct Pool {
+    int64_t cap = 0;
+    Tensor conv, ssm;  // [n_layer*cap, conv cols], [n_layer*cap, ssm cols]
+    std::vector<Run> runs;
+  };
+  void score_lockstep(const std::vector<const GroupJob*>& groups);
+  void score_naive(const GroupJob& g);
+  // Naive: runs sequences from the zero state in batches (sorted by length, padded at the end).
   void run_batched(std::vector<Run>& runs);
-  void run_batch(std::vector<Run*>& runs);
+  // Runs rows whose start states are the first rows.size() rows of `conv`/`ssm` (layer l at rows
+  // l*cap ..), in chunks along the length.
+  void run_rows(std::vector<Run*>& rows, Tensor& conv, Tensor& ssm, int64_t cap);
+  void flush_pool(Pool& p);
+  void alloc_states(Tensor& conv, Tensor& ssm, int64_t cap);
 
   MambaLM& model_;
   ScoreParams prm_;
-  std::vector<LayerState> ref_state_;  // reference pass, batch 1
-  std::vector<LayerState> snapshots_;  // per layer: [max_snapshots, ...]
-  std::vector<LayerState> batch_state_;  // per layer: [batch, ...]
-  int64_t tokens_run_ = 0;
+  Tensor ref_conv_, ref_ssm_;  // lockstep reference rows, [n_layer*ref_batch, ...]
+  Pool pools_[2];              // short and long allele runs
+  Tensor naive_conv_, naive_ssm_;
+  int64_t tokens_run_ = 0, calls_ = 0;
 };
 
 }  // namespace dnamba::score

@@ -93,6 +93,74 @@ TEST(CudaOps, Linear) {
   }
 }
 
+namespace {
+uint16_t to_bf16_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return uint16_t((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+float from_bf16_bits(uint16_t b) {
+  const uint32_t u = uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+}  // namespace
+
+// bf16 activations (the model's data flow on the GPU in bf16 mode), including thin K (dt_proj:
+// the linear_small_k kernel) with x a strided view like xdbl.cols_view(0, R), and out bf16 or fp32.
+TEST(CudaOps, LinearBf16Activations) {
+  SKIP_WITHOUT_GPU();
+  CpuBackend cb(4);
+  CudaBackend gbe(0, DType::BF16);
+  CudaBackend* gb = &gbe;
+  for (bool small_k : {false, true}) {  // cuBLAS, and kernels/linear_small_k.cu for K <= 32
+  gb->set_small_k(small_k);
+  for (auto [T, K, N] : {std::tuple<int64_t, int64_t, int64_t>{1000, 16, 512}, {77, 5, 130}, {3, 32, 1},
+                         {1, 17, 1025}, {4097, 16, 64}, {300, 64, 256}}) {
+    for (bool out_bf16 : {true, false}) {
+      for (bool with_bias : {false, true}) {
+        const int64_t pad = 3, w = K + 2 * pad;  // x = cols [pad, pad+K) of a [T, K+2*pad] buffer
+        auto W = randn(size_t(N * K), 0.3f);
+        for (auto& v : W) v = from_bf16_bits(to_bf16_bits(v));
+        auto xv = randn(size_t(T * K));
+        std::vector<uint16_t> xb(size_t(T * w), 0x7FC0);  // NaN outside the view
+        for (int64_t r = 0; r < T; ++r)
+          for (int64_t k = 0; k < K; ++k) {
+            const uint16_t b = to_bf16_bits(xv[size_t(r * K + k)]);
+            xb[size_t(r * w + pad + k)] = b;
+            xv[size_t(r * K + k)] = from_bf16_bits(b);
+          }
+        Tensor wc = cb.weight_matrix(W.data(), N, K), wg = gb->weight_matrix(W.data(), N, K);
+        Tensor xc = cb.alloc(T, K, DType::F32);
+        cb.to_device(xc, xv.data());
+        Tensor xg_full = gb->alloc(T, w, DType::BF16);
+        gb->to_device(xg_full, xb.data());
+        Tensor xg = xg_full.cols_view(pad, K);
+        auto bias = make_pair(cb, *gb, randn(size_t(N)), 1, N);
+        Tensor oc = cb.alloc(T, N, DType::F32);
+        Tensor og_full = gb->alloc(T, N + 2, out_bf16 ? DType::BF16 : DType::F32);
+        Tensor og = og_full.cols_view(1, N);  // strided output
+        cb.linear(xc, wc, with_bias ? &bias.cpu : nullptr, oc);
+        gb->linear(xg, wg, with_bias ? &bias.gpu : nullptr, og);
+        std::vector<float> got(size_t(T * N));
+        if (out_bf16) {
+          std::vector<uint16_t> raw(size_t(T * (N + 2)));
+          gb->to_host(og_full, raw.data());
+          for (int64_t r = 0; r < T; ++r)
+            for (int64_t n = 0; n < N; ++n) got[size_t(r * N + n)] = from_bf16_bits(raw[size_t(r * (N + 2) + 1 + n)]);
+        } else {
+          got = host_of(*gb, og);
+        }
+        EXPECT_LT(test::rel_err(got, host_of(cb, oc)), kTolBF16)
+            << "T " << T << " K " << K << " N " << N << " out_bf16 " << out_bf16 << " bias " << with_bias
+            << " small_k " << small_k;
+      }
+    }
+  }
+  }
+}
+
 TEST(CudaOps, Conv1dSiluWithState) {
   SKIP_WITHOUT_GPU();
   CpuBackend cb(4);
@@ -182,6 +250,14 @@ TEST(CudaOps, SelectiveScanFastPath) {
   run_scan_case(cb, gb, {2, 777, 64, 16, false, false, 0});
   run_scan_case(cb, gb, {1, 1000, 256, 16, true, true, 128}, 3);
   run_scan_case(cb, gb, {3, 1, 64, 16, true, true, 0}, 3);
+  // 2 and 4 of the 16 states' exps on the FMA pipe (the default, 0, is what the cases above ran).
+  for (int emu : {2, 4}) {
+    gb.set_scan_emu(emu);
+    run_scan_case(cb, gb, {2, 1000, 130, 16, true, true, 64});
+    run_scan_case(cb, gb, {1, 3001, 256, 16, true, true, 0}, 2);
+    run_scan_case(cb, gb, {2, 65, 16, 5, true, true, 7});
+  }
+  gb.set_scan_emu(-1);
 }
 
 TEST(CudaOps, SelectiveScanOtherStateSizes) {

@@ -123,6 +123,7 @@ CudaBackend::CudaBackend(int device, DType compute) : impl_(std::make_unique<Imp
   CUDA_CHECK(cudaMemsetAsync(impl_->bad_id, 0, sizeof(int), impl_->stream));
   if (const char* e = std::getenv("DNAMBA_SCAN_CHUNK")) scan_chunk_ = std::atoll(e);
   if (const char* e = std::getenv("DNAMBA_SCAN_EMU")) scan_emu_ = std::atoi(e);
+  if (const char* e = std::getenv("DNAMBA_CUDA_SMALLK")) small_k_ = *e && *e != '0';
   if (const char* e = std::getenv("DNAMBA_CUDA_PROFILE")) impl_->profile = *e && *e != '0';
   // bf16 mode keeps the big per-token intermediates in bf16 (DNAMBA_CUDA_F32_ACTIVATIONS=1: fp32).
   act_ = compute_;
@@ -328,6 +329,10 @@ void CudaBackend::linear(const Tensor& x, const Tensor& W, const Tensor* bias, T
   if (K == 0) {
     Tensor o = out;
     zero(o);
+  } else if (small_k_ && K <= 32 && W.dtype == DType::BF16 && x.dtype == DType::BF16) {
+    // Thin inner dimension (dt_proj): a streaming kernel instead of a GEMM tiled for long K.
+    kernels::linear_small_k(x.data<__nv_bfloat16>(), x.ld, W.data<__nv_bfloat16>(), W.ld, out.data<char>(),
+                            out.dtype == DType::BF16, out.ld, T, N, K, sm_count_, impl_->stream);
   } else if (W.dtype == DType::F32) {
     CUBLAS_CHECK(cublasSgemm(impl_->blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one, W.data<float>(),
                              int(W.ld), x.data<float>(), int(x.ld), &zero_f, out.data<float>(), int(out.ld)));
