@@ -123,6 +123,8 @@ def read_out(path):
 params = ["--ref", fa, "--horizon", str(H), "--segment", str(S), "--context", str(C)]
 outs = {}
 for name, extra in [("fast", []), ("fast_chunk", ["--chunk", "37", "--batch", "3", "--snapshot-gap", "7"]),
+                    # lockstep: every (segment, strand) run of the file in one batch, as on a GPU
+                    ("fast_lockstep", ["--ref-batch", "64", "--snapshot-gap", "16", "--batch", "5", "--batch-tokens", "300"]),
                     ("naive", ["--method", "naive"])]:
     o = os.path.join(tmp, name + ".vcf")
     r = run(*params, "--vcf", vcf, "-o", o, *extra)
@@ -152,7 +154,7 @@ for (c, p, ref, alts, flags), row in zip(recs, fast):
 check(flag_ok, f"flags as expected (REF_MISMATCH, SYMBOLIC, BREAKEND, SPANNING_DELETION, N_IN_WINDOW, CONTIG_MISSING, NO_ALT); {n_scored} alleles scored")
 
 # ---- 1. fast == naive (and chunked fast)
-for other_name in ("naive", "fast_chunk"):
+for other_name in ("naive", "fast_chunk", "fast_lockstep"):
     err, spread = 0.0, 0.0
     for a, b in zip(fast, outs[other_name]):
         for key in ("DNAMBA_LLR", "DNAMBA_LLR_FWD", "DNAMBA_LLR_REV"):

@@ -218,7 +218,7 @@ TEST_F(ScoreFastVsNaive, SameScoresForEveryKindOfVariantAndExecutionSetting) {
   struct Setting { int64_t chunk, gap, ref_batch, batch, batch_tokens; };
   for (const Setting& st : {Setting{1 << 14, 1, 1, 64, 1 << 14}, Setting{37, 1, 1, 5, 100},
                             Setting{128, 9, 1, 64, 1 << 14}, Setting{1, 40, 1, 1, 7}, Setting{1 << 14, 4, 8, 64, 1 << 14},
-                            Setting{50, 7, 3, 9, 300}, Setting{1 << 14, 32, 5, 1024, 1 << 18}, Setting{3, 1, 8, 2, 5}}) {
+                            Setting{50, 7, 3, 9, 300}, Setting{1 << 14, 32, 5, 1024, 1 << 18}, Setting{3, 2, 8, 2, 40}}) {
     ScoreParams prm = base;
     prm.chunk = st.chunk;
     prm.snapshot_gap = st.gap;
