@@ -21,7 +21,7 @@ trap 'rm -rf "$TMP"' EXIT
 
 for v in ps ph; do
   flag=""; [ $v = ph ] && flag="--ph"
-  /usr/bin/python3 "$SRC/scripts/make_untrained_caduceus.py" "$TMP/$v" $flag --d-model 256 --n-layer 16 \
+  ${PYTHON:-/usr/bin/python3} "$SRC/scripts/make_untrained_caduceus.py" "$TMP/$v" $flag --d-model 256 --n-layer 16 \
     --vocab 12 --seq-len 131072 --seed 1 --dtype BF16
 done
 
@@ -38,7 +38,7 @@ for v in ps ph; do
   t0=$(now)
   "$DNAMBA" track -m "$M" --ref "$FA" --region IV:1-131072 -o "$TMP/one.bg" --device "$DEVICE" --dtype "$DTYPE" -q
   t1=$(now)
-  echo "$v  one 131072-base window (incl. load + bedGraph):  $(rate 131072 "$(echo "$t1 - $t0" | bc)") Mbp/s"
+  echo "$v  one 131072-base window (incl. load + bedGraph):  $(rate 131072 "$(awk -v a="$t1" -v b="$t0" 'BEGIN { print a - b }')") Mbp/s"
   # whole genome (or QUICK slice), windows of 131072 overlapping by 32768, batched (--chunk tokens per call)
   region=(); bp=$total_bp
   if [ "${QUICK:-0}" = 1 ]; then region=(--region IV:1-1048576); bp=1048576; fi
@@ -46,7 +46,7 @@ for v in ps ph; do
   "$DNAMBA" track -m "$M" --ref "$FA" "${region[@]}" -o "$TMP/all.bg.gz" --device "$DEVICE" --dtype "$DTYPE" \
     --chunk $((131072 * 8)) -q --output-threads 4
   t1=$(now)
-  echo "$v  track --mask none, $bp bp (windows 131072/overlap 32768, 1.33x work): $(rate "$bp" "$(echo "$t1 - $t0" | bc)") Mbp/s"
+  echo "$v  track --mask none, $bp bp (windows 131072/overlap 32768, 1.33x work): $(rate "$bp" "$(awk -v a="$t1" -v b="$t0" 'BEGIN { print a - b }')") Mbp/s"
   # score: one masked 131,072-base window per variant position (two for Ph: both strands), batched
   # (--chunk tokens per call). The whole yeast VCF is ~263k variants, hours of windows: the first
   # SCORE_N records (default 2000) are timed and the rate reported (SCORE_WINDOW overrides --window).
@@ -58,7 +58,7 @@ for v in ps ph; do
   if "$DNAMBA" score -m "$M" --ref "$FA" --vcf "$TMP/sub.vcf" -o "$TMP/s.vcf.gz" --device "$DEVICE" --dtype "$DTYPE" \
       "${win[@]}" --chunk $((131072 * 8)) 2> "$TMP/score.err"; then
     t1=$(now)
-    echo "$v  score: first $nvar yeast variants, window ${SCORE_WINDOW:-131072}: $(awk -v n="$nvar" -v t="$(echo "$t1 - $t0" | bc)" 'BEGIN { printf "%.1f", n / t }') variants/s (incl. load)"
+    echo "$v  score: first $nvar yeast variants, window ${SCORE_WINDOW:-131072}: $(awk -v n="$nvar" -v t="$(awk -v a="$t1" -v b="$t0" 'BEGIN { print a - b }')" 'BEGIN { printf "%.1f", n / t }') variants/s (incl. load)"
     grep '^dnamba score:' "$TMP/score.err" | sed "s/^/$v    /"
   else
     echo "$v  score: failed: $(head -c 300 "$TMP/score.err")"

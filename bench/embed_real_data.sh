@@ -30,10 +30,11 @@ else
 fi
 # Bases of the reads that each selection embeds (the read lengths as stored: SEQ).
 read_bp() { samtools view "$@" "$READS" | awk '{ s += length($10) } END { print s + 0 }'; }
-all_reads=$(samtools view -c "$READS")
-all_bp=$(read_bp)
-prim_reads=$(samtools view -c -F 0x900 "$READS")
-prim_bp=$(read_bp -F 0x900)
+# Machines without samtools (the GPU machine) pass the counts in: ALL_READS ALL_BP PRIM_READS PRIM_BP.
+all_reads=${ALL_READS:-$(samtools view -c "$READS")}
+all_bp=${ALL_BP:-$(read_bp)}
+prim_reads=${PRIM_READS:-$(samtools view -c -F 0x900 "$READS")}
+prim_bp=${PRIM_BP:-$(read_bp -F 0x900)}
 
 echo "dnamba embed/track real-data benchmark: $("$DNAMBA" --version), device $DEVICE, $(nproc) CPU cores"
 [ "$DEVICE" != cpu ] && command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name --format=csv,noheader | head -1
