@@ -8,16 +8,11 @@ them; an unindexed FASTA and overlapping regions fail clearly and leave no file.
 import os, shutil, subprocess, sys, tempfile
 import numpy as np
 import pyBigWig
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dnamba_testlib import check, finish
 
 DNAMBA = os.environ["DNAMBA"]
 SRC = os.environ["DNAMBA_SOURCE_DIR"]
-failures = []
-
-
-def check(cond, msg):
-    print(("ok   " if cond else "FAIL ") + msg)
-    if not cond:
-        failures.append(msg)
 
 
 def track(*args, ok=True):
@@ -108,5 +103,4 @@ r = track("--ref", fa, "-o", bad, "--region", "chrA:1-99999", ok=False)
 check(r.returncode != 0 and "chrA" in r.stderr and not os.path.exists(bad), f"region past contig end: {r.stderr.strip()}")
 
 shutil.rmtree(tmp)
-print(f"{len(failures)} failed" if failures else "all passed")
-sys.exit(1 if failures else 0)
+finish()

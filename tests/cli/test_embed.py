@@ -6,32 +6,14 @@ equal an independent numpy Mamba forward (hidden states of every layer, Hugging 
 pooling must equal a plain numpy computation over the per-base rows; bad inputs must fail with a clear
 message and leave no output behind.
 """
-import json, os, shutil, struct, subprocess, sys, tempfile
+import json, os, shutil, subprocess, sys, tempfile
 import numpy as np
 import zarr
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dnamba_testlib import check, finish, load_st
 
 DNAMBA = os.environ["DNAMBA"]
 SRC = os.environ["DNAMBA_SOURCE_DIR"]
-failures = []
-
-
-def check(cond, msg):
-    print(("ok   " if cond else "FAIL ") + msg)
-    if not cond:
-        failures.append(msg)
-
-
-def load_st(path):
-    b = open(path, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    out = {}
-    for k, v in h.items():
-        if k == "__metadata__":
-            continue
-        s, e = v["data_offsets"]
-        out[k] = np.frombuffer(b[8 + n + s:8 + n + e], np.float32).reshape(v["shape"]).astype(np.float64)
-    return out
 
 
 def np_hidden_states(model_dir, seq):
@@ -319,5 +301,4 @@ expect_error(["--reads", bam, "--region", "chrB", "-o", o], ["--reads"], o, "--r
 expect_error(["--reads", bam, "--exclude-flags", "NOPE", "-o", o], ["--exclude-flags"], o, "bad flag name")
 
 shutil.rmtree(tmp)
-print(f"{len(failures)} failed" if failures else "all passed")
-sys.exit(1 if failures else 0)
+finish()

@@ -8,19 +8,14 @@
 4. output types (-O z/b/u/v, suffix, stdin/stdout), indexes answering region queries (bcftools);
 5. bad inputs (unsorted, malformed line, unindexed FASTA) fail naming the problem, leaving no output.
 """
-import gzip, json, os, random, struct, subprocess, sys, tempfile
+import json, os, random, subprocess, sys, tempfile
 import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dnamba_testlib import check, finish, load_st
 
 DNAMBA = os.environ["DNAMBA"]
 SRC = os.environ["DNAMBA_SOURCE_DIR"]
 MODEL = os.path.join(SRC, "testdata/score/tiny_model")
-failures = []
-
-
-def check(cond, msg):
-    print(("ok   " if cond else "FAIL ") + msg)
-    if not cond:
-        failures.append(msg)
 
 
 tmp = tempfile.mkdtemp(prefix="dnamba_score_")
@@ -177,19 +172,6 @@ check(mean_err < 1e-4, f"DNAMBA_LLR = mean of DNAMBA_LLR_FWD and DNAMBA_LLR_REV 
 
 
 # ---- 2. independent numpy computation of the definition
-def load_st(path):
-    b = open(path, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    out = {}
-    for k, v in h.items():
-        if k == "__metadata__":
-            continue
-        s, e = v["data_offsets"]
-        out[k] = np.frombuffer(b[8 + n + s:8 + n + e], np.float32).reshape(v["shape"]).astype(np.float64)
-    return out
-
-
 cfg = json.load(open(os.path.join(MODEL, "config.json")))
 W = load_st(os.path.join(MODEL, "model.safetensors"))
 D, NL, N, K, E = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["state_size"], cfg["conv_kernel"], cfg["intermediate_size"]
@@ -324,5 +306,4 @@ open(noidx, "w").write(open(fa).read())
 r = run("--ref", noidx, "--vcf", vcf, "-o", bad)
 check(r.returncode != 0 and "indexed" in r.stderr and not os.path.exists(bad), f"unindexed FASTA: {r.stderr.strip()}")
 
-print(f"{len(failures)} failed" if failures else "all passed")
-sys.exit(1 if failures else 0)
+finish()

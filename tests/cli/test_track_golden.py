@@ -7,42 +7,14 @@
 2. Models of other sizes and options (written by scripts/make_untrained_model.py): dnamba's loglik
    must equal an independent numpy implementation of the Mamba forward.
 """
-import gzip, json, os, struct, subprocess, sys, tempfile
+import gzip, json, os, subprocess, sys, tempfile
 import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from dnamba_testlib import check, finish, load_st, log_softmax
 
 DNAMBA = os.environ["DNAMBA"]
 GOLDEN = os.environ["DNAMBA_GOLDEN_DIR"]
 SRC = os.environ["DNAMBA_SOURCE_DIR"]
-failures = []
-
-
-def check(cond, msg):
-    print(("ok   " if cond else "FAIL ") + msg)
-    if not cond:
-        failures.append(msg)
-
-
-def load_st(path):
-    b = open(path, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    out = {}
-    for k, v in h.items():
-        if k == "__metadata__":
-            continue
-        s, e = v["data_offsets"]
-        raw = b[8 + n + s:8 + n + e]
-        if v["dtype"] == "BF16":
-            a = (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
-        else:
-            a = np.frombuffer(raw, {"F32": np.float32, "F16": np.float16, "I64": np.int64}[v["dtype"]])
-        out[k] = a.reshape(v["shape"]).astype(np.float64 if v["dtype"] != "I64" else np.int64)
-    return out
-
-
-def log_softmax(x):
-    m = x.max(-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
 def write_fasta(path, ids, width=60):
@@ -205,5 +177,4 @@ for bad, expect in [(["--region", "nope:1-5"], "nope"), (["--region", "seq0:1-10
     check(r.returncode != 0 and expect in r.stderr and not os.path.exists(os.path.join(tmp, "bad.bedgraph")),
           f"bad input {bad} fails naming '{expect}' and leaves no output: {r.stderr.strip()}")
 
-print(f"{len(failures)} failed" if failures else "all passed")
-sys.exit(1 if failures else 0)
+finish()
