@@ -316,42 +316,12 @@ class Streamer {
   }
 
   void annotate(Pending& pr) {
-    bcf1_t* rec = pr.rec;
-    for (const char* tag : {"DNAMBA_LLR", "DNAMBA_LLR_FWD", "DNAMBA_LLR_REV", "DNAMBA_FLAG"})
-      if (bcf_hdr_idinfo_exists(hdr_, BCF_HL_INFO, bcf_hdr_id2int(hdr_, BCF_DT_ID, tag)))
-        bcf_update_info(hdr_, rec, tag, nullptr, 0, BCF_HT_REAL);
-    if (pr.alleles.empty()) {
-      bcf_update_info_string(hdr_, rec, "DNAMBA_FLAG", "NO_ALT");
-      return;
-    }
-    const size_t n = pr.alleles.size();
-    std::vector<float> llr(n), fwd(n), rev(n);
-    std::string flags;
-    bool any_scored = false, any_flag = false;
-    for (size_t i = 0; i < n; ++i) {
-      const Allele& a = pr.alleles[i];
-      if (a.flag == Flag::None) {
-        any_scored = true;
-        fwd[i] = float(a.fwd.llr);
-        rev[i] = prm_.rc ? float(a.rev.llr) : 0.f;
-        llr[i] = prm_.rc ? float(0.5 * (a.fwd.llr + a.rev.llr)) : float(a.fwd.llr);
-      } else {
-        any_flag = true;
-        bcf_float_set_missing(llr[i]);
-        bcf_float_set_missing(fwd[i]);
-        bcf_float_set_missing(rev[i]);
-      }
-      flags += std::string(i ? "," : "") + score::flag_name(a.flag);
-    }
-    if (any_scored) {
-      bcf_update_info_float(hdr_, rec, "DNAMBA_LLR", llr.data(), int(n));
-      if (prm_.rc) {
-        bcf_update_info_float(hdr_, rec, "DNAMBA_LLR_FWD", fwd.data(), int(n));
-        bcf_update_info_float(hdr_, rec, "DNAMBA_LLR_REV", rev.data(), int(n));
-      }
-    }
-    if (any_flag) bcf_update_info_string(hdr_, rec, "DNAMBA_FLAG", flags.c_str());
+    std::vector<io::AlleleScoreInfo> info;
+    for (const Allele& a : pr.alleles)
+      info.push_back({score::flag_name(a.flag), a.fwd.llr, prm_.rc ? a.rev.llr : 0.0});
+    io::set_score_info(hdr_, pr.rec, info, prm_.rc);
   }
+
 
   io::FastaReader& ref_;
   RefWindow win_;

@@ -1,5 +1,7 @@
 #include "io/vcf.h"
 
+#include <string_view>
+
 #include <htslib/hts.h>
 #include <htslib/kstring.h>
 #include <htslib/vcf.h>
@@ -139,6 +141,45 @@ void VcfWriter::close() {
   if (hts_close(fp) < 0) throw Error(path() + ": error finishing the file (disk full?)");
   out_.commit();
   if (idx_) idx_->commit();
+}
+
+void set_score_info(bcf_hdr_t* hdr, bcf1_t* rec, const std::vector<AlleleScoreInfo>& alleles,
+                    bool both_strands) {
+  for (const char* tag : {"DNAMBA_LLR", "DNAMBA_LLR_FWD", "DNAMBA_LLR_REV", "DNAMBA_FLAG"})
+    if (bcf_hdr_idinfo_exists(hdr, BCF_HL_INFO, bcf_hdr_id2int(hdr, BCF_DT_ID, tag)))
+      bcf_update_info(hdr, rec, tag, nullptr, 0, BCF_HT_REAL);
+  if (alleles.empty()) {
+    bcf_update_info_string(hdr, rec, "DNAMBA_FLAG", "NO_ALT");
+    return;
+  }
+  const size_t n = alleles.size();
+  std::vector<float> llr(n), fwd(n), rev(n);
+  std::string flags;
+  bool any_scored = false, any_flag = false;
+  for (size_t i = 0; i < n; ++i) {
+    const AlleleScoreInfo& a = alleles[i];
+    const bool scored = !a.flag || std::string_view(a.flag) == ".";
+    if (scored) {
+      any_scored = true;
+      fwd[i] = float(a.fwd);
+      rev[i] = float(a.rev);
+      llr[i] = both_strands ? float(0.5 * (a.fwd + a.rev)) : float(a.fwd);
+    } else {
+      any_flag = true;
+      bcf_float_set_missing(llr[i]);
+      bcf_float_set_missing(fwd[i]);
+      bcf_float_set_missing(rev[i]);
+    }
+    flags += std::string(i ? "," : "") + (scored ? "." : a.flag);
+  }
+  if (any_scored) {
+    bcf_update_info_float(hdr, rec, "DNAMBA_LLR", llr.data(), int(n));
+    if (both_strands) {
+      bcf_update_info_float(hdr, rec, "DNAMBA_LLR_FWD", fwd.data(), int(n));
+      bcf_update_info_float(hdr, rec, "DNAMBA_LLR_REV", rev.data(), int(n));
+    }
+  }
+  if (any_flag) bcf_update_info_string(hdr, rec, "DNAMBA_FLAG", flags.c_str());
 }
 
 }  // namespace dnamba::io

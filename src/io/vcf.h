@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "io/output_file.h"
 
@@ -19,6 +20,17 @@ enum class VcfOutputType : char { Vcf = 'v', VcfBgzf = 'z', Bcf = 'b', BcfUncomp
 // -O value (v, z, b, u; empty: from the name as bcftools does: .bcf -> b, .vcf.gz/.vcf.bgz/.gz -> z,
 // anything else and `-` -> v). A bad -O value -> Error.
 VcfOutputType vcf_output_type(const std::string& path, const std::string& type_opt);
+
+// One ALT allele's scores for the DNAMBA_* INFO fields.
+struct AlleleScoreInfo {
+  const char* flag = nullptr;  // why the allele has no score; nullptr or "." when scored
+  double fwd = 0, rev = 0;     // per-strand log-likelihood ratios
+};
+// Replaces rec's DNAMBA_LLR / _FWD / _REV / DNAMBA_FLAG with one value per ALT (Number=A):
+// LLR = (fwd+rev)/2 with both strands, else fwd; unscored alleles get '.', and DNAMBA_FLAG is set
+// only when some allele is flagged. A record without ALT gets DNAMBA_FLAG=NO_ALT.
+void set_score_info(bcf_hdr_t* hdr, bcf1_t* rec, const std::vector<AlleleScoreInfo>& alleles,
+                    bool both_strands);
 
 class VcfReader {
  public:
