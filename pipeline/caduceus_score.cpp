@@ -160,20 +160,7 @@ class CaduceusScorer {
 
   CaduceusScoreStats run() {
     const auto t0 = std::chrono::steady_clock::now();
-    for (;;) {
-      bcf1_t* rec = bcf_init();
-      if (!rec) throw Error("out of memory");
-      bool ok;
-      try {
-        ok = in_.next(rec);
-      } catch (...) {
-        bcf_destroy(rec);
-        throw;
-      }
-      if (!ok) {
-        bcf_destroy(rec);
-        break;
-      }
+    while (bcf1_t* rec = in_.next_new()) {
       auto p = std::make_unique<Pending>();
       p->rec = rec;
       add_record(std::move(p));

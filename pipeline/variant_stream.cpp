@@ -131,20 +131,7 @@ class Streamer {
 
   VariantStreamStats run() {
     const auto t0 = std::chrono::steady_clock::now();
-    for (;;) {
-      bcf1_t* rec = bcf_init();
-      if (!rec) throw std::bad_alloc();
-      bool ok;
-      try {
-        ok = in_.next(rec);
-      } catch (...) {
-        bcf_destroy(rec);
-        throw;
-      }
-      if (!ok) {
-        bcf_destroy(rec);
-        break;
-      }
+    while (bcf1_t* rec = in_.next_new()) {
       auto p = std::make_unique<Pending>();
       p->rec = rec;
       add_record(std::move(p));

@@ -1,5 +1,6 @@
 #include "io/vcf.h"
 
+#include <new>
 #include <string_view>
 
 #include <htslib/hts.h>
@@ -63,6 +64,19 @@ VcfReader::~VcfReader() {
 }
 
 bool VcfReader::is_text() const { return hts_get_format(fp_)->format == vcf; }
+
+bcf1_t* VcfReader::next_new() {
+  bcf1_t* rec = bcf_init();
+  if (!rec) throw std::bad_alloc();
+  try {
+    if (next(rec)) return rec;
+  } catch (...) {
+    bcf_destroy(rec);
+    throw;
+  }
+  bcf_destroy(rec);
+  return nullptr;
+}
 
 bool VcfReader::next(bcf1_t* rec) {
   const int r = bcf_read(fp_, hdr_, rec);

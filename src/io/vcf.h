@@ -44,6 +44,8 @@ class VcfReader {
   // Reads the next record (unpacked through ALT); false at end of file. A malformed record -> Error
   // naming the file, the record number and (for text VCF) the line.
   bool next(bcf1_t* rec);
+  // The next record in a new bcf1_t the caller owns (free with bcf_destroy); nullptr at end of file.
+  bcf1_t* next_new();
   int64_t records_read() const { return n_; }
   const std::string& path() const { return path_; }
   bool is_text() const;

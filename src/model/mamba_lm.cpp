@@ -166,16 +166,18 @@ MambaLM::MambaLM(const std::string& model_dir, Backend& be)
   }
 }
 
-std::vector<LayerState> MambaLM::new_state(int64_t batch) {
-  std::vector<LayerState> s(size_t(cfg_.n_layer));
+std::vector<LayerState> zero_layer_states(Backend& be, const ModelConfig& c, int64_t batch) {
+  std::vector<LayerState> s(size_t(c.n_layer));
   for (auto& l : s) {
-    l.conv = be_.alloc(batch, cfg_.d_inner * (cfg_.d_conv - 1));
-    l.ssm = be_.alloc(batch, cfg_.d_inner * cfg_.d_state);
-    be_.zero(l.conv);
-    be_.zero(l.ssm);
+    l.conv = be.alloc(batch, c.d_inner * (c.d_conv - 1));
+    l.ssm = be.alloc(batch, c.d_inner * c.d_state);
+    be.zero(l.conv);
+    be.zero(l.ssm);
   }
   return s;
 }
+
+std::vector<LayerState> MambaLM::new_state(int64_t batch) { return zero_layer_states(be_, cfg_, batch); }
 
 void MambaLM::reset_state(std::vector<LayerState>& st) {
   for (auto& l : st) {

@@ -48,6 +48,8 @@ class Workspace {
 // Loads the tensors of one mixer whose names start with `prefix` (e.g. "backbone.layers.3.mixer.").
 MambaMixerWeights load_mixer(Backend& be, const io::SafetensorsFile& st, const std::string& prefix,
                              const ModelConfig& c, std::vector<std::string>& used);
+// Zero recurrent state of `batch` sequences for every layer of a model with config c.
+std::vector<LayerState> zero_layer_states(Backend& be, const ModelConfig& c, int64_t batch);
 // Runs one mixer over x [batch*len, D] into out [batch*len, D], updating `state`.
 void mixer_forward(Backend& be, Workspace& ws, const MambaMixerWeights& w, const ModelConfig& c,
                    const Tensor& x, int64_t batch, int64_t len, LayerState& state, Tensor& out);

@@ -231,16 +231,7 @@ MambaMixerWeights TrainableMamba::mixer_weights(size_t i) const {
   return w;
 }
 
-std::vector<LayerState> TrainableMamba::new_state(int64_t batch) {
-  std::vector<LayerState> s(size_t(cfg_.n_layer));
-  for (auto& l : s) {
-    l.conv = be_.alloc(batch, cfg_.d_inner * (cfg_.d_conv - 1));
-    l.ssm = be_.alloc(batch, cfg_.d_inner * cfg_.d_state);
-    be_.zero(l.conv);
-    be_.zero(l.ssm);
-  }
-  return s;
-}
+std::vector<LayerState> TrainableMamba::new_state(int64_t batch) { return zero_layer_states(be_, cfg_, batch); }
 
 void TrainableMamba::forward_logprobs(const int32_t* ids, const int32_t* targets, int64_t batch, int64_t len,
                                       std::vector<LayerState>& state, std::vector<float>& logprobs) {
