@@ -177,4 +177,15 @@ for bad, expect in [(["--region", "nope:1-5"], "nope"), (["--region", "seq0:1-10
     check(r.returncode != 0 and expect in r.stderr and not os.path.exists(os.path.join(tmp, "bad.bedgraph")),
           f"bad input {bad} fails naming '{expect}' and leaves no output: {r.stderr.strip()}")
 
+# Option errors: one line naming the option, non-zero exit, no output file.
+fa0, bad_out = os.path.join(tmp, "v0.fa"), os.path.join(tmp, "bad_opt.bedgraph")
+for bad, expect in [(["--what", "gc"], "--what"), (["--chunk", "0"], "--chunk"), (["--dtype", "fp8"], "--dtype"),
+                    (["--device", "tpu"], "--device"), (["--device", "cpu", "--dtype", "bf16"], "--dtype"),
+                    (["--threads", "-1"], "--threads"), (["--bogus"], "bogus")]:
+    r = subprocess.run([DNAMBA, "track", "--model", os.path.join(GOLDEN, "hf_mamba_tiny"), "--ref", fa0, *bad,
+                        "-o", bad_out], capture_output=True, text=True)
+    err = r.stderr.strip()
+    check(r.returncode != 0 and expect in err and len(err.splitlines()) == 1 and not os.path.exists(bad_out),
+          f"bad option {bad} fails in one line naming '{expect}': {err}")
+
 finish()
