@@ -86,4 +86,13 @@ void token_logprobs_from_logits(const float* logits, int64_t ld_l, const int32_t
 // In place: x[t, :] = log_softmax(x[t, :]).
 void log_softmax_rows(float* x, int64_t ld, int64_t T, int64_t V, cudaStream_t s);
 
+// ---- flip.cu: out[b*len + t] = in[b*len + len-1-t] (rows of row_bytes bytes; strides in bytes) for
+// `batch` sequences of `len` rows; in place when in == out with the same stride.
+void flip_rows(const void* in, int64_t ld_in_bytes, void* out, int64_t ld_out_bytes, int64_t batch, int64_t len,
+               int64_t row_bytes, cudaStream_t s);
+
+// ---- mul.cu: out = a * b element-wise, fp32 [rows, cols].
+void mul_f32(const float* a, int64_t ld_a, const float* b, int64_t ld_b, float* out, int64_t ld_out, int64_t rows,
+             int64_t cols, cudaStream_t s);
+
 }  // namespace dnamba::kernels

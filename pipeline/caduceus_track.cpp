@@ -46,7 +46,6 @@ void row_stats(CaduceusModel& m, const Tensor& hidden, const std::vector<int32_t
 void run_windows(CaduceusModel& m, const int32_t* seq, int64_t base, const std::vector<WindowSpan>& wins,
                  const CaduceusTrackOptions& opt, float* stats, const std::function<void(int64_t)>& progress) {
   if (wins.empty()) return;
-  Backend& be = m.backend();
   Workspace& ws = m.workspace();
   const int64_t H = m.hidden_size(), origin = wins.front().keep_begin;
   int64_t done = 0;
@@ -148,21 +147,37 @@ int64_t stream_caduceus_logprobs(CaduceusModel& m, io::FastaReader& reader, cons
   int64_t seg_start = 0;     // genomic position of segment position 0
   std::vector<int32_t> buf;  // tokens of segment positions [buf_off, buf_off + buf.size())
   int64_t buf_off = 0, n_read = 0, done = 0, next_k = 0;
-  std::vector<float> stats;
-  std::vector<int32_t> toks;
 
+  // The sink of one group of windows (formatting, compressing, writing) runs on its own thread while
+  // the model runs the next group: two result slots, one sink call at a time, in order. A slot is
+  // refilled only after the sink that read it has returned (the wait before each new sink call).
+  struct Slot {
+    std::string contig;
+    std::vector<float> stats;
+    std::vector<int32_t> toks;
+  };
+  Slot slots[2];
+  int slot = 0;
+  std::future<void> pending;  // the sink call in flight (rethrows its error on get())
   auto emit = [&](const std::vector<WindowSpan>& wins) {
     if (wins.empty()) return;
+    Slot& sl = slots[slot];
+    slot ^= 1;
     const int64_t b = wins.front().keep_begin, e = wins.back().keep_end;
-    stats.resize(size_t((e - b) * 5));
+    sl.stats.resize(size_t((e - b) * 5));
     const int64_t before = emitted_total;
-    run_windows(m, buf.data(), buf_off, wins, opt, stats.data(), [&](int64_t k) {
+    run_windows(m, buf.data(), buf_off, wins, opt, sl.stats.data(), [&](int64_t k) {
       emitted_total = before + k;
       progress.update(emitted_total, total);
     });
-    toks.assign(buf.begin() + (b - buf_off), buf.begin() + (e - buf_off));
-    BaseLogProbs r{&contig, seg_start + b, e - b, stats.data(), toks.data()};
-    sink(r);
+    sl.toks.assign(buf.begin() + (b - buf_off), buf.begin() + (e - buf_off));
+    sl.contig = contig;
+    if (pending.valid()) pending.get();
+    const int64_t start = seg_start + b;
+    pending = std::async(std::launch::async, [&sink, &sl, start, n = e - b] {
+      BaseLogProbs r{&sl.contig, start, n, sl.stats.data(), sl.toks.data()};
+      sink(r);
+    });
     done = e;
   };
 
@@ -211,6 +226,7 @@ int64_t stream_caduceus_logprobs(CaduceusModel& m, io::FastaReader& reader, cons
     }
     cur = next_f.get();
   }
+  if (pending.valid()) pending.get();
   progress.finish();
   return read_total;
 }

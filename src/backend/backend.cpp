@@ -1,5 +1,6 @@
 #include "backend/backend.h"
 
+#include <cstring>
 #include <vector>
 
 namespace dnamba {
@@ -62,6 +63,26 @@ void Backend::mul(const Tensor& a, const Tensor& b, Tensor& out) {
   } else {
     Tensor t = alloc(out.rows, out.cols, DType::F32);
     to_device(t, x.data());
+    copy(out, t);
+  }
+}
+
+void Backend::flip_rows(const Tensor& in, int64_t batch, int64_t len, Tensor& out) {
+  DNAMBA_CHECK(in.dtype == out.dtype, "flip_rows: dtype mismatch");
+  DNAMBA_CHECK(batch >= 0 && len >= 0 && in.rows == batch * len && out.rows == in.rows && out.cols == in.cols,
+               "flip_rows: expected in and out [batch*len, C]");
+  if (in.rows == 0 || in.cols == 0) return;
+  const size_t rb = size_t(in.cols) * dtype_size(in.dtype);
+  std::vector<char> h(size_t(in.rows) * rb), r(h.size());
+  to_host(in, h.data());
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t < len; ++t)
+      std::memcpy(r.data() + size_t(b * len + t) * rb, h.data() + size_t(b * len + len - 1 - t) * rb, rb);
+  if (out.contiguous()) {
+    to_device(out, r.data());
+  } else {
+    Tensor t = alloc(out.rows, out.cols, out.dtype);
+    to_device(t, r.data());
     copy(out, t);
   }
 }

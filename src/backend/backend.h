@@ -118,6 +118,10 @@ class Backend {
   // ---- ops with a default implementation through host memory (any backend; override for speed)
   // out[T,C] = a[T,C] * b[T,C] elementwise, F32 (Caduceus bidirectional_strategy ew_multiply).
   virtual void mul(const Tensor& a, const Tensor& b, Tensor& out);
+  // Time reversal within each of `batch` sequences of `len` rows: out[b*len + t, :] =
+  // in[b*len + len-1-t, :] (bidirectional models). Any dtype; in and out of the same shape and dtype,
+  // strides may differ. `out` may be the very view `in` (in place); other overlaps are not allowed.
+  virtual void flip_rows(const Tensor& in, int64_t batch, int64_t len, Tensor& out);
 };
 
 // Creates a backend: "cpu", "cuda", "cuda:N". compute: F32 or BF16 (GPU only).

@@ -323,21 +323,6 @@ CaduceusModel::CaduceusModel(const std::string& model_dir, Backend& be)
   }
 }
 
-void CaduceusModel::flip_time(const Tensor& in, int64_t batch, int64_t len, Tensor& out) {
-  const int64_t T = batch * len;
-  DNAMBA_CHECK(in.rows == T && out.rows == T && in.cols == out.cols, "flip_time: shapes");
-  if (perm_key_ != std::make_pair(batch, len)) {
-    std::vector<int32_t> p(static_cast<size_t>(T));
-    for (int64_t b = 0; b < batch; ++b)
-      for (int64_t t = 0; t < len; ++t) p[size_t(b * len + t)] = int32_t(b * len + (len - 1 - t));
-    perm_ = ws_.get("cad_perm", T, 1, DType::I32);
-    be_.to_device(perm_, p.data());
-    perm_key_ = {batch, len};
-  }
-  // A row gather: out[b*len + t] = in[b*len + len-1-t].
-  be_.embedding(perm_, in, out);
-}
-
 void CaduceusModel::mixer(const CaduceusLayerWeights& w, const Tensor& normed, int64_t batch, int64_t len,
                           int out_parity, Tensor& h) {
   const int64_t nS = streams(), BL = batch * len, T = nS * BL;
@@ -346,10 +331,15 @@ void CaduceusModel::mixer(const CaduceusLayerWeights& w, const Tensor& normed, i
   // Stream s runs direction d in natural (forward) time when s == d: the forward half runs mamba_fwd
   // forwards, the RC half runs mamba_rev forwards (see the header comment).
   auto natural = [](int64_t s, int d) { return s == d; };
+  // The large per-token intermediates in the backend's activation dtype (bf16 on a GPU in bf16 mode,
+  // as in mixer_forward of the causal model); the residual stream and hidden states stay fp32.
+  const DType adt = be_.activation_dtype();
 
-  // 1. in_proj, in each direction's time order: X[d] = [nS*BL, 2E].
+  // 1. in_proj, in each direction's time order: X[d] = [nS*BL, 2E]. A direction that runs a stream
+  //    flipped gets the flipped copy of that stream's natural-time projection (tied weights: the
+  //    same product), or its own product, flipped (untied).
   Tensor X[2];
-  for (int d = 0; d < ndir_; ++d) X[d] = ws_.get(d == 0 ? "cad_xz0" : "cad_xz1", T, 2 * E);
+  for (int d = 0; d < ndir_; ++d) X[d] = ws_.get(d == 0 ? "cad_xz0" : "cad_xz1", T, 2 * E, adt);
   for (int64_t s = 0; s < nS; ++s) {
     const Tensor Ns = normed.rows_view(s * BL, BL);  // [BL, D]
     const int nat = s < ndir_ ? int(s) : -1;
@@ -362,35 +352,35 @@ void CaduceusModel::mixer(const CaduceusLayerWeights& w, const Tensor& normed, i
       if (d == nat) continue;
       Tensor dst = X[d].rows_view(s * BL, BL);
       if (tied_ && nat >= 0) {
-        flip_time(X[nat].rows_view(s * BL, BL), batch, len, dst);
+        be_.flip_rows(X[nat].rows_view(s * BL, BL), batch, len, dst);
       } else {
         const int wd = tied_ ? 0 : d;
-        Tensor tmp = ws_.get("cad_xz_tmp", BL, 2 * E);
+        Tensor tmp = ws_.get("cad_xz_tmp", BL, 2 * E, adt);
         be_.linear(Ns, w.in_w[s][wd], opt(w.in_b[s][wd]), tmp);
-        flip_time(tmp, batch, len, dst);
+        be_.flip_rows(tmp, batch, len, dst);
       }
     }
   }
 
-  // 2. Each direction over all streams at once (batch nS*B), from zero state.
-  Tensor YC = ws_.get("cad_yc", T, ndir_ * E);  // per stream: [y_fwd | y_rev] in natural time
+  // 2. Each direction over all streams at once (batch nS*B), from zero state. The scan writes its
+  //    output straight into that direction's columns of YC; a stream that ran flipped is then turned
+  //    back to natural time in place.
+  Tensor YC = ws_.get("cad_yc", T, ndir_ * E, adt);  // per stream: [y_fwd | y_rev] in natural time
   for (int d = 0; d < ndir_; ++d) {
     const CaduceusSsmWeights& s = w.ssm[d];
     Tensor xin = X[d].cols_view(0, E), z = X[d].cols_view(E, E);
     Tensor conv_state = ws_.get("cad_conv_state", nS * batch, E * (K - 1));
     be_.zero(conv_state);
-    Tensor xc = ws_.get("cad_xc", T, E);
+    Tensor xc = ws_.get("cad_xc", T, E, adt);
     be_.conv1d_silu(xin, s.conv_w, opt(s.conv_b), conv_state, nS * batch, len, xc);
-    Tensor xdbl = ws_.get("cad_xdbl", T, R + 2 * N);
+    Tensor xdbl = ws_.get("cad_xdbl", T, R + 2 * N, adt);
     be_.linear(xc, s.x_proj_w, nullptr, xdbl);
-    Tensor dt = ws_.get("cad_dt", T, E);
+    Tensor dt = ws_.get("cad_dt", T, E, adt);
     be_.linear(xdbl.cols_view(0, R), s.dt_proj_w, nullptr, dt);
     Tensor Bm = xdbl.cols_view(R, N), Cm = xdbl.cols_view(R + N, N);
     Tensor ssm_state = ws_.get("cad_ssm_state", nS * batch, E * N);
     be_.zero(ssm_state);
-    bool all_natural = true;
-    for (int64_t st = 0; st < nS; ++st) all_natural = all_natural && natural(st, d);
-    Tensor y = all_natural ? YC.cols_view(d * E, E) : ws_.get("cad_y", T, E);
+    Tensor y = YC.cols_view(d * E, E);
     SelectiveScanArgs a;
     a.u = &xc;
     a.delta = &dt;
@@ -406,12 +396,10 @@ void CaduceusModel::mixer(const CaduceusLayerWeights& w, const Tensor& normed, i
     a.batch = nS * batch;
     a.len = len;
     be_.selective_scan(a);
-    if (all_natural) continue;
     for (int64_t st = 0; st < nS; ++st) {
-      Tensor src = y.rows_view(st * BL, BL);
-      Tensor dst = YC.rows_view(st * BL, BL).cols_view(d * E, E);
-      if (natural(st, d)) be_.copy(dst, src);
-      else flip_time(src, batch, len, dst);
+      if (natural(st, d)) continue;
+      Tensor blk = y.rows_view(st * BL, BL);
+      be_.flip_rows(blk, batch, len, blk);
     }
   }
 
@@ -444,7 +432,7 @@ void CaduceusModel::forward(const int32_t* ids_host, int64_t batch, int64_t len,
   be_.to_device(ids, ids_host);
   Tensor h = ws_.get("cad_h", T, D);            // [nS*BL, D] block outputs (block j: stream j ^ parity)
   Tensor res = ws_.get("cad_res", T, D);        // [nS*BL, D] residual sums, same block order
-  Tensor normed = ws_.get("cad_normed", T, D);  // [nS*BL, D] mixer input, stream order
+  Tensor normed = ws_.get("cad_normed", T, D, be_.activation_dtype());  // [nS*BL, D] mixer input, stream order
   for (int64_t s = 0; s < nS; ++s) {
     Tensor hs = h.rows_view(s * BL, BL);
     be_.embedding(ids, emb_[s], hs);

@@ -10,8 +10,10 @@
 // - Activations are "streams" stacked along rows: PS has 2 streams (forward half, RC half, both in
 //   forward time and the reference's channel order), Ph has 1. A batch of `batch` sequences of `len`
 //   tokens is [nstreams*batch*len, d_model]; stream s occupies rows s*batch*len ...
-// - The reverse Mamba of BiMamba runs on the time-flipped sequence; time flips are row gathers
-//   (Backend::embedding with a permutation), channel flips of the RC half are folded into weights.
+// - The reverse Mamba of BiMamba runs on the time-flipped sequence; time flips are
+//   Backend::flip_rows (a copy kernel on the GPU), channel flips of the RC half are folded into weights.
+// - The large intermediates (in_proj output, conv/scan outputs, block-input norm) are in
+//   Backend::activation_dtype(): bf16 on a GPU in bf16 mode, like the causal model.
 // - A bidirectional model sees the whole input at once: there is no state carried between calls.
 #pragma once
 #include <cstdint>
@@ -75,8 +77,6 @@ class CaduceusModel {
  private:
   void mixer(const CaduceusLayerWeights& w, const Tensor& normed, int64_t batch, int64_t len, int out_parity,
              Tensor& h);
-  // out = in with the rows of each of `batch` sequences of `len` rows in reverse order.
-  void flip_time(const Tensor& in, int64_t batch, int64_t len, Tensor& out);
   int parity(int64_t layer) const;
 
   Backend& be_;
@@ -93,8 +93,6 @@ class CaduceusModel {
   int64_t n_params_ = 0, train_len_ = 0;
   std::string stored_dtype_;
   Workspace ws_;
-  Tensor perm_;                   // [batch*len, 1] I32 time-flip permutation for perm_key_
-  std::pair<int64_t, int64_t> perm_key_{-1, -1};
 };
 
 // True when DIR/config.json describes a Caduceus model.

@@ -89,6 +89,23 @@ void CpuBackend::zero(Tensor& t) {
   for (int64_t r = 0; r < t.rows; ++r) std::memset(bytes_of(t) + r * t.ld * es, 0, size_t(t.cols) * es);
 }
 
+void CpuBackend::flip_rows(const Tensor& in, int64_t batch, int64_t len, Tensor& out) {
+  DNAMBA_CHECK(in.dtype == out.dtype, "flip_rows: dtype mismatch");
+  DNAMBA_CHECK(batch >= 0 && len >= 0 && in.rows == batch * len, "flip_rows: in rows != batch*len");
+  check_shape(out, in.rows, in.cols, "flip_rows out");
+  const size_t es = dtype_size(in.dtype), rb = size_t(in.cols) * es;
+  if (rb == 0) return;
+  // Pairs (t, len-1-t) swapped through a row buffer, so in == out (in place) works too.
+  std::vector<char> tmp(rb);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t < (len + 1) / 2; ++t) {
+      const int64_t r0 = b * len + t, r1 = b * len + len - 1 - t;
+      std::memcpy(tmp.data(), bytes_of(in) + r0 * in.ld * es, rb);
+      std::memmove(bytes_of(out) + r0 * out.ld * es, bytes_of(in) + r1 * in.ld * es, rb);
+      std::memcpy(bytes_of(out) + r1 * out.ld * es, tmp.data(), rb);
+    }
+}
+
 void CpuBackend::embedding(const Tensor& ids, const Tensor& table, Tensor& out) {
   DNAMBA_CHECK(ids.dtype == DType::I32 && ids.cols == 1, "embedding: ids must be [T,1] int32");
   check_f32(table, "embedding table");

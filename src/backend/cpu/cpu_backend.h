@@ -14,6 +14,7 @@ class CpuBackend : public Backend {
   void to_host(const Tensor& src, void* host) override;
   void copy(Tensor& dst, const Tensor& src) override;
   void zero(Tensor& t) override;
+  void flip_rows(const Tensor& in, int64_t batch, int64_t len, Tensor& out) override;
 
   void embedding(const Tensor& ids, const Tensor& table, Tensor& out) override;
   void add_norm(const Tensor& x, Tensor& residual, bool first, const Tensor& w, const Tensor* b,

@@ -478,3 +478,30 @@ void CudaBackend::log_softmax_logits(const Tensor& hidden, const Tensor& lm_w, T
 }
 
 }  // namespace dnamba
+
+namespace dnamba {
+
+void CudaBackend::mul(const Tensor& a, const Tensor& b, Tensor& out) {
+  OpTimer timer_(impl_->profile, impl_->stream, "mul", &impl_->spans);
+  check_dtype(a, DType::F32, "mul a");
+  check_dtype(b, DType::F32, "mul b");
+  check_dtype(out, DType::F32, "mul out");
+  check_shape(b, a.rows, a.cols, "mul b");
+  check_shape(out, a.rows, a.cols, "mul out");
+  if (a.rows == 0 || a.cols == 0) return;
+  kernels::mul_f32(a.data<float>(), a.ld, b.data<float>(), b.ld, out.data<float>(), out.ld, a.rows, a.cols,
+                   impl_->stream);
+}
+
+void CudaBackend::flip_rows(const Tensor& in, int64_t batch, int64_t len, Tensor& out) {
+  OpTimer timer_(impl_->profile, impl_->stream, "flip_rows", &impl_->spans);
+  DNAMBA_CHECK(in.dtype == out.dtype, "flip_rows: dtype mismatch");
+  DNAMBA_CHECK(batch >= 0 && len >= 0 && in.rows == batch * len && out.rows == in.rows && out.cols == in.cols,
+               "flip_rows: expected in and out [batch*len, C]");
+  if (in.rows == 0 || in.cols == 0) return;
+  const int64_t es = int64_t(dtype_size(in.dtype));
+  kernels::flip_rows(in.data<char>(), in.ld * es, out.data<char>(), out.ld * es, batch, len, in.cols * es,
+                     impl_->stream);
+}
+
+}  // namespace dnamba

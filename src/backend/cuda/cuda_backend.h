@@ -39,6 +39,8 @@ class CudaBackend : public Backend {
   void selective_scan(const SelectiveScanArgs& a) override;
   void token_logprobs(const Tensor& hidden, const Tensor& lm_w, const Tensor& targets, Tensor& out) override;
   void log_softmax_logits(const Tensor& hidden, const Tensor& lm_w, Tensor& out) override;
+  void mul(const Tensor& a, const Tensor& b, Tensor& out) override;
+  void flip_rows(const Tensor& in, int64_t batch, int64_t len, Tensor& out) override;
 
   // Sequence chunk of the parallel scan (0: chosen from the GPU size). For tests.
   void set_scan_chunk(int64_t chunk) { scan_chunk_ = chunk; }
