@@ -4,11 +4,25 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
+#include "train/train_backend.h"
 #ifdef DNAMBA_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_train_backend.h"
 #endif
 
 namespace dnamba {
+
+#ifdef DNAMBA_HAVE_CUDA
+namespace {
+// Registers the CUDA training backend with train::make_train_backend (which lives in dnamba_core).
+const bool kCudaTrainRegistered = [] {
+  auto& h = train::cuda_train_hooks();
+  h.make = &train::make_cuda_train_backend;
+  h.device_count = &cuda_device_count;
+  return true;
+}();
+}  // namespace
+#endif
 
 bool cuda_available() {
 #ifdef DNAMBA_HAVE_CUDA

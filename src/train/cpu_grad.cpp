@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -592,11 +593,38 @@ void CpuTrainBackend::adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor
   }
 }
 
-std::unique_ptr<TrainBackend> make_train_backend(const std::string& device, int threads) {
-  if (device == "cpu") return std::make_unique<CpuTrainBackend>(threads);
-  if (device == "cuda" || device.rfind("cuda:", 0) == 0)
-    throw Error("--device " + device + ": training on the GPU needs the CUDA training backend, which this build "
-                "does not have yet (use --device cpu)");
+CudaTrainHooks& cuda_train_hooks() {
+  static CudaTrainHooks h;
+  return h;
+}
+
+std::string default_train_device() {
+  const auto& h = cuda_train_hooks();
+  return h.make && h.device_count && h.device_count() > 0 ? "cuda" : "cpu";
+}
+
+std::unique_ptr<TrainBackend> make_train_backend(const std::string& device, int threads, DType compute) {
+  if (device == "cpu") {
+    if (compute != DType::F32)
+      throw Error("--dtype " + std::string(dtype_name(compute)) + " is not supported for training on the CPU (use fp32)");
+    return std::make_unique<CpuTrainBackend>(threads);
+  }
+  if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
+    const auto& h = cuda_train_hooks();
+    if (!h.make || !h.device_count)
+      throw Error("--device " + device + ": this dnamba was built without CUDA support (use --device cpu)");
+    int index = 0;
+    if (device.size() > 5) {
+      char* end = nullptr;
+      const long v = std::strtol(device.c_str() + 5, &end, 10);
+      if (*end != '\0' || v < 0) throw Error("bad --device '" + device + "' (expected cuda or cuda:N)");
+      index = int(v);
+    }
+    const int n = h.device_count();
+    if (n == 0) throw Error("--device " + device + ": no CUDA GPU is available on this machine (use --device cpu)");
+    if (index >= n) throw Error("--device " + device + ": only " + std::to_string(n) + " CUDA device(s) present");
+    return h.make(index, compute);
+  }
   throw Error("unknown --device '" + device + "' (expected cpu, cuda or cuda:N)");
 }
 

@@ -256,6 +256,15 @@ void TrainableMamba::forward_logprobs(const int32_t* ids, const int32_t* targets
 
 double TrainableMamba::forward_backward(const int32_t* ids, const int32_t* targets, int64_t batch, int64_t len,
                                         float loss_scale) {
+  return run(ids, targets, batch, len, loss_scale, true);
+}
+
+double TrainableMamba::forward_loss(const int32_t* ids, const int32_t* targets, int64_t batch, int64_t len) {
+  return run(ids, targets, batch, len, 0.0f, false);
+}
+
+double TrainableMamba::run(const int32_t* ids, const int32_t* targets, int64_t batch, int64_t len, float loss_scale,
+                           bool backward) {
   const int64_t T = batch * len, D = cfg_.d_model, E = cfg_.d_inner, N = cfg_.d_state, K = cfg_.d_conv;
   const int64_t R = cfg_.dt_rank, L = cfg_.n_layer, nch = (len + chunk_ - 1) / chunk_;
   const float eps = cfg_.norm_eps;
@@ -331,6 +340,10 @@ double TrainableMamba::forward_backward(const int32_t* ids, const int32_t* targe
 
   // ---- loss
   Tensor dhid = ws_.get("dhidden", T, D);
+  if (!backward) {
+    Tensor dlm = ws_.get("dlm_unused", lm_weight().rows, lm_weight().cols);  // not a Param::grad
+    return tb_.cross_entropy(normed, lm_weight(), tg_t, 0.0f, dhid, dlm);
+  }
   const double loss = tb_.cross_entropy(normed, lm_weight(), tg_t, loss_scale, dhid, lm_grad());
 
   // ---- backward. dres is the gradient of the residual stream: it is the gradient of each block's

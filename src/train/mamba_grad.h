@@ -52,6 +52,9 @@ class TrainableMamba {
   // loss_scale * (sum of -log p(target)) are added to every Param::grad.
   // Returns the unscaled sum of -log p (nats) over the counted targets.
   double forward_backward(const int32_t* ids, const int32_t* targets, int64_t batch, int64_t len, float loss_scale);
+  // The same training forward and loss, without the backward (benchmarks: forward-only time).
+  // The fused loss still forms its (tiny) logit gradient, with scale 0; no Param::grad changes.
+  double forward_loss(const int32_t* ids, const int32_t* targets, int64_t batch, int64_t len);
 
   // Inference over the current parameters with carried state (validation): writes
   // logprobs [batch*len, 5] as Backend::token_logprobs does.
@@ -68,6 +71,7 @@ class TrainableMamba {
   Tensor& lm_grad();
   void refresh_A();  // A = -exp(A_log) for every layer
   MambaMixerWeights mixer_weights(size_t layer) const;
+  double run(const int32_t* ids, const int32_t* targets, int64_t batch, int64_t len, float loss_scale, bool backward);
 
   TrainBackend& tb_;
   Backend& be_;

@@ -96,7 +96,19 @@ class TrainBackend {
   virtual void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWStep& s) = 0;
 };
 
-// "cpu" (the reference), "cuda"/"cuda:N" once the CUDA training backend exists.
-std::unique_ptr<TrainBackend> make_train_backend(const std::string& device, int threads);
+// "cpu" (the reference), "cuda"/"cuda:N" (the CUDA training backend, in builds with CUDA).
+// compute: F32 (fp32 everywhere), or BF16 (GPU only; bf16 matrix products, fp32 master weights).
+std::unique_ptr<TrainBackend> make_train_backend(const std::string& device, int threads,
+                                                 DType compute = DType::F32);
+// "cuda" when the CUDA training backend is built in and a GPU is present, else "cpu".
+std::string default_train_device();
+
+// The CUDA training backend lives in the CUDA library, which this library (dnamba_core) does not
+// link: backend/factory.cpp (dnamba_backends) registers it here when built with CUDA.
+struct CudaTrainHooks {
+  std::unique_ptr<TrainBackend> (*make)(int index, DType compute) = nullptr;
+  int (*device_count)() = nullptr;
+};
+CudaTrainHooks& cuda_train_hooks();
 
 }  // namespace dnamba::train

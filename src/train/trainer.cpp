@@ -230,7 +230,12 @@ int run_training(TrainOptions o, const std::vector<std::string>& given) {
   std::vector<std::vector<int32_t>> val_tokens;
   for (size_t i = 0; i < sampler.held_out().size(); ++i) val_tokens.push_back(sampler.region_tokens(i));
 
-  auto tb = make_train_backend(o.device == "auto" ? "cpu" : o.device, o.threads);
+  const std::string device = o.device == "auto" ? default_train_device() : o.device;
+  DType compute = DType::F32;
+  if (o.dtype == "bf16") compute = DType::BF16;
+  else if (o.dtype != "fp32" && o.dtype != "f32" && o.dtype != "auto")
+    throw Error("--dtype must be fp32, bf16 or auto (got '" + o.dtype + "')");
+  auto tb = make_train_backend(device, o.threads, compute);
   fs::create_directories(o.out_dir);
   ModelConfig cfg;
   if (o.resume) {

@@ -157,6 +157,8 @@ CudaBackend::~CudaBackend() {
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
 }
 
+CUstream_st* CudaBackend::stream() const { return impl_->stream; }
+
 void* CudaBackend::scratch(int slot, size_t bytes) {
   auto& s = impl_->slots[slot];
   if (s.bytes >= bytes) return s.p;

@@ -6,6 +6,8 @@
 
 #include "backend/backend.h"
 
+struct CUstream_st;  // cudaStream_t, without the CUDA headers
+
 namespace dnamba {
 
 // Number of usable CUDA devices (0 when there is no driver or no GPU).
@@ -48,6 +50,10 @@ class CudaBackend : public Backend {
   void set_scan_emu(int emu) { scan_emu_ = emu; }
   void set_small_k(bool on) { small_k_ = on; }  // For tests: see small_k_.
   int sm_count() const { return sm_count_; }
+  int device() const { return device_; }
+  // The backend's stream (a cudaStream_t): code that queues its own kernels in order with this
+  // backend's ops (the CUDA training backend) uses it.
+  CUstream_st* stream() const;
 
  private:
   void* scratch(int slot, size_t bytes);
