@@ -4,10 +4,15 @@
 
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <deque>
+#include <exception>
+#include <iterator>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <sstream>
+#include <thread>
 #include <unordered_set>
 
 #include "common/progress.h"
@@ -122,15 +127,193 @@ struct Group {
   std::vector<int32_t> seq;  // the strand's reference tokens [s, end), filled when the group is complete
 };
 
+// One lockstep batch: complete groups that run in one GroupScorer::score_groups call.
+struct Batch {
+  std::vector<Group> groups;
+  std::vector<score::GroupJob> jobs;  // point into groups
+  // Set by the worker that ran it, under the pool's mutex.
+  bool done = false;
+  std::exception_ptr error;
+};
+
+// A worker's failure as an Error naming its device (bad_alloc stays itself).
+std::exception_ptr on_device(const std::string& name, std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::bad_alloc&) {
+    return e;
+  } catch (const std::exception& x) {
+    return std::make_exception_ptr(Error(std::string(x.what()) + " (worker on device " + name + ")"));
+  } catch (...) {
+    return std::make_exception_ptr(Error("unknown error (worker on device " + name + ")"));
+  }
+}
+
+}  // namespace
+
+struct ScoreDevicePool::Impl {
+  std::vector<std::string> names;
+  score::ScoreParams prm;
+  std::vector<std::thread> threads;
+  std::mutex mu;  // guards everything below and Batch::done/error
+  std::condition_variable work_cv, done_cv;
+  std::vector<std::deque<Batch*>> queues;  // per worker, in submission order
+  std::vector<MambaLM*> models;
+  std::vector<std::exception_ptr> load_errors;
+  size_t loaded = 0, next = 0;
+  bool stop = false, cancel = false, any_error = false;
+  int64_t tokens = 0, calls = 0;
+
+  void worker(size_t i, const ScoreDeviceLoader& load) {
+    ScoreDevice dev;
+    std::unique_ptr<score::GroupScorer> scorer;
+    std::exception_ptr err;
+    try {
+      dev = load(i);
+      DNAMBA_CHECK(dev.model != nullptr, "ScoreDevicePool: the loader returned no model");
+      scorer = std::make_unique<score::GroupScorer>(*dev.model, prm);
+    } catch (...) {
+      err = on_device(names[i], std::current_exception());
+    }
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      models[i] = dev.model.get();
+      load_errors[i] = err;
+      ++loaded;
+    }
+    done_cv.notify_all();
+    std::exception_ptr failed = err;  // after a failure this worker runs nothing more
+    while (true) {
+      Batch* b = nullptr;
+      {
+        std::unique_lock<std::mutex> lk(mu);
+        work_cv.wait(lk, [&] { return stop || !queues[i].empty(); });
+        if (queues[i].empty()) break;
+        b = queues[i].front();
+        queues[i].pop_front();
+        if (cancel || failed) {
+          b->error = cancel ? nullptr : failed;
+          any_error = any_error || b->error;
+          b->done = true;
+          done_cv.notify_all();
+          continue;
+        }
+      }
+      std::exception_ptr e;
+      const int64_t t0 = scorer->tokens_run(), c0 = scorer->model_calls();
+      try {
+        scorer->score_groups(b->jobs);
+      } catch (...) {
+        e = on_device(names[i], std::current_exception());
+        failed = e;
+      }
+      {
+        std::lock_guard<std::mutex> lk(mu);
+        tokens += scorer->tokens_run() - t0;
+        calls += scorer->model_calls() - c0;
+        b->error = e;
+        any_error = any_error || e;
+        b->done = true;
+      }
+      done_cv.notify_all();
+    }
+    // Device memory goes in this thread, on its device: scorer, then model, then backend.
+    scorer.reset();
+    dev.model.reset();
+    dev.backend.reset();
+  }
+
+  void shut_down() {
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      stop = true;
+    }
+    work_cv.notify_all();
+    for (auto& t : threads)
+      if (t.joinable()) t.join();
+  }
+
+  // Round robin: batch k of the run goes to worker k mod n.
+  void submit(Batch* b) {
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      queues[next].push_back(b);
+      next = (next + 1) % queues.size();
+    }
+    work_cv.notify_all();
+  }
+};
+
+ScoreDevicePool::ScoreDevicePool(const std::vector<std::string>& names, const ScoreDeviceLoader& load,
+                                 const score::ScoreParams& prm)
+    : impl_(std::make_unique<Impl>()) {
+  DNAMBA_CHECK(!names.empty(), "ScoreDevicePool: no devices");
+  Impl& m = *impl_;
+  m.names = names;
+  m.prm = prm;
+  m.queues.resize(names.size());
+  m.models.assign(names.size(), nullptr);
+  m.load_errors.resize(names.size());
+  try {
+    for (size_t i = 0; i < names.size(); ++i) m.threads.emplace_back([&m, i, &load] { m.worker(i, load); });
+  } catch (...) {
+    m.shut_down();  // started workers finish loading (they use `load`) before they stop
+    throw;
+  }
+  {
+    std::unique_lock<std::mutex> lk(m.mu);
+    m.done_cv.wait(lk, [&] { return m.loaded == names.size(); });
+  }
+  for (auto& e : m.load_errors)
+    if (e) {
+      m.shut_down();
+      std::rethrow_exception(e);
+    }
+}
+
+ScoreDevicePool::~ScoreDevicePool() { impl_->shut_down(); }
+
+size_t ScoreDevicePool::size() const { return impl_->names.size(); }
+
+MambaLM& ScoreDevicePool::model(size_t i) {
+  DNAMBA_CHECK(i < impl_->models.size() && impl_->models[i], "ScoreDevicePool: no model " + std::to_string(i));
+  return *impl_->models[i];
+}
+
+namespace {
+
 class Streamer {
  public:
-  Streamer(MambaLM& model, io::FastaReader& ref, io::VcfReader& in, bcf_hdr_t* out_hdr, io::VcfWriter& out,
-           const score::ScoreParams& prm, bool quiet)
-      : ref_(ref), win_(ref), in_(in), hdr_(out_hdr), out_(out), prm_(prm), scorer_(model, prm),
-        progress_("score", quiet) {}
+  // Exactly one of model (one device, run in this thread) and pool (several workers).
+  Streamer(MambaLM* model, ScoreDevicePool::Impl* pool, io::FastaReader& ref, io::VcfReader& in,
+           bcf_hdr_t* out_hdr, io::VcfWriter& out, const score::ScoreParams& prm, bool quiet)
+      : ref_(ref), win_(ref), in_(in), hdr_(out_hdr), out_(out), prm_(prm), pool_(pool),
+        progress_("score", quiet) {
+    if (model) scorer_ = std::make_unique<score::GroupScorer>(*model, prm);
+    DNAMBA_CHECK((model != nullptr) != (pool != nullptr), "score: one model or one device pool");
+  }
+
+  // Batches still on the workers point into this object: stop them and wait (after an error).
+  ~Streamer() {
+    if (!pool_ || inflight_.empty()) return;
+    std::unique_lock<std::mutex> lk(pool_->mu);
+    pool_->cancel = true;
+    pool_->work_cv.notify_all();
+    pool_->done_cv.wait(lk, [&] {
+      for (auto& b : inflight_)
+        if (!b->done) return false;
+      return true;
+    });
+    pool_->cancel = false;
+  }
 
   VariantStreamStats run() {
     const auto t0 = std::chrono::steady_clock::now();
+    if (pool_) {
+      std::lock_guard<std::mutex> lk(pool_->mu);
+      tokens0_ = pool_->tokens;
+      calls0_ = pool_->calls;
+    }
     while (bcf1_t* rec = in_.next_new()) {
       auto p = std::make_unique<Pending>();
       p->rec = rec;
@@ -139,10 +322,16 @@ class Streamer {
     }
     flush_groups(INT64_MAX);
     run_ready(true);
-    DNAMBA_CHECK(fifo_.empty(), "score: records left unwritten");
+    DNAMBA_CHECK(fifo_.empty() && inflight_.empty(), "score: records left unwritten");
     progress_.finish();
-    stats_.model_tokens = scorer_.tokens_run();
-    stats_.model_calls = scorer_.model_calls();
+    if (scorer_) {
+      stats_.model_tokens = scorer_->tokens_run();
+      stats_.model_calls = scorer_->model_calls();
+    } else {
+      std::lock_guard<std::mutex> lk(pool_->mu);
+      stats_.model_tokens = pool_->tokens - tokens0_;
+      stats_.model_calls = pool_->calls - calls0_;
+    }
     stats_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return stats_;
   }
@@ -274,23 +463,70 @@ class Streamer {
     ready_.push_back(std::move(g));
   }
 
-  // Runs the complete groups once ref_batch of them wait (or all of them at the end).
+  // Runs the complete groups once ref_batch of them wait (or all of them at the end): here with one
+  // device, else on the pool's workers (see variant_stream.h). Either way batch k holds the same groups.
   void run_ready(bool all) {
     const size_t rb = size_t(prm_.method == score::Method::Fast ? prm_.ref_batch : 1);
     while (!ready_.empty() && (all || ready_.size() >= rb)) {
       const size_t n = std::min(rb, ready_.size());
-      std::vector<score::GroupJob> jobs(n);
-      for (size_t i = 0; i < n; ++i) {
-        jobs[i].s = ready_[i].s;
-        jobs[i].seq = &ready_[i].seq;
-        jobs[i].alleles = ready_[i].alleles;
-      }
-      scorer_.score_groups(jobs);
-      for (size_t i = 0; i < n; ++i)
-        for (Pending* o : ready_[i].owners) --o->jobs_left;
+      auto b = std::make_unique<Batch>();
+      b->groups.assign(std::make_move_iterator(ready_.begin()), std::make_move_iterator(ready_.begin() + std::ptrdiff_t(n)));
       ready_.erase(ready_.begin(), ready_.begin() + std::ptrdiff_t(n));
-      emit_ready();
+      b->jobs.resize(n);
+      for (size_t i = 0; i < n; ++i) {
+        b->jobs[i].s = b->groups[i].s;
+        b->jobs[i].seq = &b->groups[i].seq;
+        b->jobs[i].alleles = b->groups[i].alleles;
+      }
+      if (scorer_) {
+        scorer_->score_groups(b->jobs);
+        finish(*b);
+        emit_ready();
+        continue;
+      }
+      pool_->submit(b.get());
+      inflight_.push_back(std::move(b));
+      collect(false);
     }
+    if (all && pool_) collect(true);
+    emit_ready();
+  }
+
+  void finish(const Batch& b) {
+    for (const Group& g : b.groups)
+      for (Pending* o : g.owners) --o->jobs_left;
+  }
+
+  // Takes the pool's finished batches and writes the records they complete. Waits for all batches
+  // (all), or for the oldest when more than two per worker are in flight; a failed batch -> its error
+  // (the earliest failed one in submission order).
+  void collect(bool all) {
+    std::vector<std::unique_ptr<Batch>> finished;
+    {
+      std::unique_lock<std::mutex> lk(pool_->mu);
+      const size_t max_inflight = 2 * pool_->queues.size();
+      if (all)
+        pool_->done_cv.wait(lk, [&] {
+          if (pool_->any_error) return true;
+          for (auto& b : inflight_)
+            if (!b->done) return false;
+          return true;
+        });
+      else if (inflight_.size() > max_inflight)
+        pool_->done_cv.wait(lk, [&] { return pool_->any_error || inflight_.front()->done; });
+      for (auto it = inflight_.begin(); it != inflight_.end();) {
+        if ((*it)->done) {
+          finished.push_back(std::move(*it));
+          it = inflight_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (auto& b : finished)
+      if (b->error) std::rethrow_exception(b->error);
+    for (auto& b : finished) finish(*b);
+    if (all && !inflight_.empty()) collect(true);  // woken by an error elsewhere that is not yet done
     emit_ready();
   }
 
@@ -316,7 +552,10 @@ class Streamer {
   bcf_hdr_t* hdr_;
   io::VcfWriter& out_;
   score::ScoreParams prm_;
-  score::GroupScorer scorer_;
+  std::unique_ptr<score::GroupScorer> scorer_;  // one device
+  ScoreDevicePool::Impl* pool_ = nullptr;       // several
+  std::deque<std::unique_ptr<Batch>> inflight_;  // on the pool, in submission order
+  int64_t tokens0_ = 0, calls0_ = 0;
   Progress progress_;
   VariantStreamStats stats_;
   std::string contig_;
@@ -335,7 +574,22 @@ VariantStreamStats score_variants_streaming(MambaLM& model, io::FastaReader& ref
   if (!ref.indexed())
     throw Error(ref.path() + ": dnamba score needs an indexed FASTA for random access (run samtools faidx " +
                 ref.path() + "; a gzip FASTA must be bgzip-compressed, with its .fai and .gzi)");
-  Streamer s(model, ref, in, out_hdr, out, prm, quiet);
+  Streamer s(&model, nullptr, ref, in, out_hdr, out, prm, quiet);
+  return s.run();
+}
+
+VariantStreamStats score_variants_streaming(ScoreDevicePool& pool, io::FastaReader& ref, io::VcfReader& in,
+                                            bcf_hdr_t* out_hdr, io::VcfWriter& out,
+                                            const score::ScoreParams& prm, bool quiet) {
+  if (!ref.indexed())
+    throw Error(ref.path() + ": dnamba score needs an indexed FASTA for random access (run samtools faidx " +
+                ref.path() + "; a gzip FASTA must be bgzip-compressed, with its .fai and .gzi)");
+  const score::ScoreParams& pp = pool.impl()->prm;
+  DNAMBA_CHECK(pp.method == prm.method && pp.ref_batch == prm.ref_batch && pp.batch == prm.batch &&
+                   pp.batch_tokens == prm.batch_tokens && pp.chunk == prm.chunk && pp.snapshot_gap == prm.snapshot_gap &&
+                   pp.segment == prm.segment && pp.context == prm.context && pp.horizon == prm.horizon && pp.rc == prm.rc,
+               "score: the device pool was made with other parameters");
+  Streamer s(nullptr, pool.impl(), ref, in, out_hdr, out, prm, quiet);
   return s.run();
 }
 

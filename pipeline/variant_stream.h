@@ -5,6 +5,8 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -32,6 +34,49 @@ std::vector<std::string> score_header_lines(const score::ScoreParams& prm, const
 // The reference must be indexed (random access). Unsorted input (a contig that comes back, or POS
 // going down within a contig) -> Error naming the record.
 VariantStreamStats score_variants_streaming(MambaLM& model, io::FastaReader& ref, io::VcfReader& in,
+                                            bcf_hdr_t* out_hdr, io::VcfWriter& out,
+                                            const score::ScoreParams& prm, bool quiet);
+
+// ---- Several devices in one process (`--device cuda:0,1`, `cuda:all`)
+//
+// The unit of work is one lockstep batch: the ref_batch complete groups that one GroupScorer::score_groups
+// call runs (score/variant_score.h). Its numbers depend on which groups share it (the batch's call shapes
+// and steps), so the batches are cut exactly as in a one-device run - the k-th ref_batch groups of the
+// input in completion order, across contigs - and batch k goes to worker k mod n (round robin, fixed: which
+// device runs a batch never depends on timing). Every worker has its own backend, model copy, GroupScorer
+// and CUDA stream; on devices of one kind a batch gives the same bits wherever it runs (no atomics; one
+// cuBLAS handle per stream), so the records are those of a one-device run. The reading thread builds the
+// batches, at most 2 per worker are in flight, and records are written in input order as their batches finish.
+
+// A model on one device, made and used only by its worker thread (CUDA's current device is per thread).
+struct ScoreDevice {
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<MambaLM> model;  // on *backend; destroyed first
+};
+// Makes worker i's device (called in worker i's thread, all workers at once).
+using ScoreDeviceLoader = std::function<ScoreDevice(size_t worker)>;
+
+class ScoreDevicePool {
+ public:
+  // Starts one thread per entry of `names` (names[i]: worker i's device, for messages) and returns once
+  // every model is loaded; a failed load -> the error of the first failing worker, naming its device.
+  ScoreDevicePool(const std::vector<std::string>& names, const ScoreDeviceLoader& load,
+                  const score::ScoreParams& prm);
+  ~ScoreDevicePool();  // stops and joins the workers
+  ScoreDevicePool(const ScoreDevicePool&) = delete;
+  ScoreDevicePool& operator=(const ScoreDevicePool&) = delete;
+  size_t size() const;
+  // Worker i's model, to describe it (config, directory); not to run it.
+  MambaLM& model(size_t i);
+  struct Impl;
+  Impl* impl() { return impl_.get(); }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// As above, on the pool's workers; prm must be the pool's. The output equals a one-device run's.
+VariantStreamStats score_variants_streaming(ScoreDevicePool& pool, io::FastaReader& ref, io::VcfReader& in,
                                             bcf_hdr_t* out_hdr, io::VcfWriter& out,
                                             const score::ScoreParams& prm, bool quiet);
 

@@ -129,5 +129,6 @@ std::unique_ptr<Backend> make_backend(const std::string& device, DType compute, 
 // "cuda" when a GPU is usable, else "cpu".
 std::string default_device();
 bool cuda_available();
+int cuda_device_total();  // CUDA devices present (0 without a GPU or without CUDA support)
 
 }  // namespace dnamba

@@ -32,6 +32,14 @@ bool cuda_available() {
 #endif
 }
 
+int cuda_device_total() {
+#ifdef DNAMBA_HAVE_CUDA
+  return cuda_device_count();
+#else
+  return 0;
+#endif
+}
+
 std::string default_device() { return cuda_available() ? "cuda" : "cpu"; }
 
 std::unique_ptr<Backend> make_backend(const std::string& device, DType compute, int threads) {

@@ -4,6 +4,7 @@
 #include <iostream>
 #include <memory>
 
+#include "backend/device_list.h"
 #include "cli/common.h"
 #include "cli/shard.h"
 #include "io/fasta.h"
@@ -40,7 +41,11 @@ const char* kUsage =
     "PS models are reverse-complement equivariant (one value). MNPs: sum over their differing bases, each masked\n"
     "alone. Indels: DNAMBA_FLAG=MLM_INDEL. Records may come in any order; --chunk is window tokens per model call\n"
     "(default 1048576). --horizon, --context, --method, --batch, --batch-tokens, --snapshot-gap, --ref-batch are\n"
-    "causal-only.";
+    "causal-only.\n\n"
+    "Several GPUs (causal models): --device cuda:0,1 or cuda:all runs one worker thread per GPU, each with its own\n"
+    "model copy and stream; the work is split by whole model batches (--ref-batch reference runs and their alleles,\n"
+    "cut as in a one-GPU run), so the records equal a one-GPU run's bit for bit on GPUs of one kind. An index may\n"
+    "repeat (cuda:0,0: two workers on one GPU).";
 
 bcf_hdr_t* make_output_header(bcf_hdr_t* in, const std::vector<std::string>& lines, const std::string& path) {
   bcf_hdr_t* h = bcf_hdr_dup(in);
@@ -97,7 +102,7 @@ int cmd_score(int argc, char** argv) {
       ("snapshot-gap", po::value(&prm.snapshot_gap)->default_value(prm.snapshot_gap)->value_name("N"), "fast method: state snapshots at multiples of N bases from the run start (alleles replay < N reference bases; GPU default 32)")
       ("ref-batch", po::value(&prm.ref_batch)->default_value(prm.ref_batch)->value_name("N"), "fast method: reference runs (segment, strand) advanced together in one batch (GPU default 256; > 1 lets scores differ between --shard runs at rounding level)");
   add_shard_option(d, shard_spec);
-  d.add(common_options(co, true));
+  d.add(common_options(co, true, true));
   po::variables_map vm;
   if (!parse_or_help(argc, argv, d, kUsage, vm)) return 0;
   if (method == "fast") prm.method = score::Method::Fast;
@@ -124,10 +129,17 @@ int cmd_score(int argc, char** argv) {
   std::unique_ptr<VcfShardCopy> shard_copy;
   if (!shard.whole()) shard_copy = std::make_unique<VcfShardCopy>(vcf, shard, prm.segment);
   io::VcfReader in(shard_copy ? shard_copy->path() : vcf, io_threads);
-  auto be = make_backend_from(co);
+  // One device: its backend, here. Several (--device cuda:0,1): a worker pool, made below.
+  const std::vector<std::string> devices = devices_from(co);
+  const bool multi = devices.size() > 1;
+  std::unique_ptr<Backend> be;
+  if (!multi) be = make_backend_for(co, devices[0]);
   std::string cmdline = "dnamba";
   for (int i = 0; i < argc; ++i) cmdline += std::string(" ") + argv[i];
   if (is_caduceus_model(co.model)) {  // masked-LM models: pipeline/caduceus_score
+    if (multi)
+      throw Error("--device " + co.device + ": several devices are supported for causal models; " + co.model +
+                  " is a masked-LM (Caduceus) model (give one device)");
     for (const char* o : {"horizon", "context", "method", "batch", "batch-tokens", "snapshot-gap", "ref-batch"})
       if (vm.count(o) && !vm[o].defaulted()) throw Error(std::string("--") + o + " applies to causal models; " + co.model + " is a masked-LM (Caduceus) model");
     if (vm.count("window") && mlm_window < 1) throw Error("--window must be >= 1");
@@ -149,24 +161,41 @@ int cmd_score(int argc, char** argv) {
     return 0;
   }
   if (vm.count("window")) throw Error("--window applies to masked-LM (Caduceus) models; " + co.model + " is causal");
-  if (be->is_gpu()) {  // small model calls are launch-bound on a GPU: batch reference runs and alleles
+  if (multi || be->is_gpu()) {  // small model calls are launch-bound on a GPU: batch reference runs and alleles
     if (vm["batch"].defaulted()) prm.batch = 1024;
     if (vm["batch-tokens"].defaulted()) prm.batch_tokens = int64_t(1) << 18;
     if (vm["snapshot-gap"].defaulted()) prm.snapshot_gap = 32;
     if (vm["ref-batch"].defaulted()) prm.ref_batch = 256;
   }
   if (prm.ref_batch < 1) throw Error("--ref-batch must be >= 1");
-  MambaLM model(co.model, *be);
+  std::unique_ptr<ScoreDevicePool> pool;
+  std::unique_ptr<MambaLM> one_model;
+  if (multi)
+    pool = std::make_unique<ScoreDevicePool>(
+        devices,
+        [&](size_t i) {  // in worker i's thread
+          ScoreDevice dev;
+          dev.backend = make_backend_for(co, devices[i]);
+          dev.model = std::make_unique<MambaLM>(co.model, *dev.backend);
+          return dev;
+        },
+        prm);
+  else
+    one_model = std::make_unique<MambaLM>(co.model, *be);
+  MambaLM& model = multi ? pool->model(0) : *one_model;
 
-  const std::string model_desc = model.dir() + " (" + model.config().describe() + "; device " + be->name() +
-                                 ", compute " + dtype_name(be->compute_dtype()) + ")";
+  const std::string dev_name = multi ? device_list_name(devices) + " (" + std::to_string(devices.size()) + " workers)"
+                                     : be->name();
+  const std::string model_desc = model.dir() + " (" + model.config().describe() + "; device " + dev_name +
+                                 ", compute " + dtype_name(model.backend().compute_dtype()) + ")";
   bcf_hdr_t* hdr = make_output_header(in.header(), score_header_lines(prm, model_desc, cmdline), vcf);
   struct HdrFree {
     bcf_hdr_t* h;
     ~HdrFree() { bcf_hdr_destroy(h); }
   } hdr_free{hdr};
   io::VcfWriter writer(out, type, hdr, !no_index, io_threads);
-  auto stats = score_variants_streaming(model, fasta, in, hdr, writer, prm, co.quiet);
+  auto stats = multi ? score_variants_streaming(*pool, fasta, in, hdr, writer, prm, co.quiet)
+                     : score_variants_streaming(model, fasta, in, hdr, writer, prm, co.quiet);
   writer.close();
   if (!co.quiet) std::cerr << "dnamba score: " << stats.summary() << "\n";
   return 0;

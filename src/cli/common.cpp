@@ -6,17 +6,22 @@
 #include <iostream>
 #include <thread>
 
+#include "backend/device_list.h"
 #include "common/error.h"
 
 namespace dnamba::cli {
 
 namespace fs = std::filesystem;
 
-po::options_description common_options(CommonOptions& o, bool with_chunk) {
+po::options_description common_options(CommonOptions& o, bool with_chunk, bool multi_device) {
   po::options_description d("Model and device");
   d.add_options()
       ("model,m", po::value(&o.model)->value_name("DIR"), "model directory (config.json + model.safetensors); default: the embedded model")
-      ("device", po::value(&o.device)->default_value("auto")->value_name("DEV"), "cpu, cuda or cuda:N (auto: cuda when a GPU is present)")
+      ("device", po::value(&o.device)->default_value("auto")->value_name("DEV"),
+       multi_device ? "cpu, cuda, cuda:N, or several GPUs: cuda:0,1 (a list; an index may repeat, e.g. cuda:0,0 runs two "
+                      "workers on one GPU) or cuda:all (every GPU); one worker thread, model copy and stream per GPU, "
+                      "results identical to one GPU (auto: cuda when a GPU is present)"
+                    : "cpu, cuda or cuda:N (auto: cuda when a GPU is present)")
       ("dtype", po::value(&o.dtype)->default_value("auto")->value_name("T"), "compute type: fp32 or bf16 (auto: bf16 on GPU, fp32 on CPU)")
       ("threads,t", po::value(&o.threads)->default_value(0)->value_name("N"), "CPU threads (0: all cores)")
       ("quiet,q", po::bool_switch(&o.quiet), "no progress on stderr");
@@ -43,8 +48,23 @@ std::string default_model_dir() {
   throw Error("no --model given and the embedded default model (models/default) was not found");
 }
 
+std::vector<std::string> devices_from(const CommonOptions& o) {
+  const std::string dev = o.device == "auto" ? default_device() : o.device;
+  const int gpus = dev.rfind("cuda:", 0) == 0 ? cuda_device_total() : 0;
+  auto devs = parse_device_list(dev, gpus);
+  if (devs.size() > 1 && gpus == 0)
+    throw Error("--device " + dev + ": no CUDA GPU is available on this machine (use --device cpu)");
+  return devs;
+}
+
 std::unique_ptr<Backend> make_backend_from(const CommonOptions& o) {
-  std::string dev = o.device == "auto" ? default_device() : o.device;
+  const auto devs = devices_from(o);
+  if (devs.size() != 1)
+    throw Error("--device " + o.device + ": several devices in one run are supported by dnamba score only (give one device)");
+  return make_backend_for(o, devs[0]);
+}
+
+std::unique_ptr<Backend> make_backend_for(const CommonOptions& o, const std::string& dev) {
   bool gpu = dev != "cpu";
   DType dt;
   if (o.dtype == "auto") dt = gpu ? DType::BF16 : DType::F32;

@@ -20,12 +20,17 @@ struct CommonOptions {
   int64_t chunk = int64_t(1) << 20;
 };
 
-// --model, --device, --dtype, --threads, --quiet (and --chunk when with_chunk).
-po::options_description common_options(CommonOptions& o, bool with_chunk);
+// --model, --device, --dtype, --threads, --quiet (and --chunk when with_chunk). multi_device: the
+// command takes device lists (cuda:0,1, cuda:all; see devices_from), and --help says so.
+po::options_description common_options(CommonOptions& o, bool with_chunk, bool multi_device = false);
 // The embedded default model directory (models/default next to the binary or in the source tree).
 std::string default_model_dir();
-// Resolves "auto" device/dtype and makes the backend.
+// Resolves "auto" device/dtype and makes the backend. A --device naming several devices -> Error.
 std::unique_ptr<Backend> make_backend_from(const CommonOptions& o);
+// The devices of --device ("auto" resolved; lists and cuda:all expanded: backend/device_list.h).
+std::vector<std::string> devices_from(const CommonOptions& o);
+// The backend of one of them, with --dtype and --threads resolved as make_backend_from does.
+std::unique_ptr<Backend> make_backend_for(const CommonOptions& o, const std::string& device);
 
 // Parses argv with `desc`; prints help and returns false on --help. Unknown options are errors.
 bool parse_or_help(int argc, char** argv, const po::options_description& desc,
