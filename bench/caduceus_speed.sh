@@ -3,7 +3,9 @@
 # (d_model 256, n_layer 16, tied fwd/rev projections) and, on the given device/dtype:
 #   - `dnamba track --mask none` over yeast (or a 1.05 Mbp slice of it with QUICK=1): Mbp/s
 #   - one 131,072-base window (`--window 131072`, --chunk 131072: batch 1), the reference's unit
-#   - `dnamba score` on the first SCORE_N (default 2000) records of the yeast VCF: variants/s
+#   - `dnamba score` on the first SCORE_N (default 300) records of the yeast VCF: variants/s
+# The GPU path runs with bf16 activations (like the causal model); DNAMBA_CUDA_F32_ACTIVATIONS=1 gives
+# the fp32-activation data flow for comparison, DNAMBA_CUDA_PROFILE=1 the time per op (stderr).
 # Reference (Caduceus PyTorch code, bf16, mamba_ssm scan, one 131,072-base window on the H200):
 #   PS 0.69 Mbp/s, Ph 1.47 Mbp/s. Target >= 5x.
 # Usage: bench/caduceus_speed.sh [BUILD_DIR] [DEVICE] [DTYPE]     (defaults: build, cuda, bf16)
@@ -21,7 +23,7 @@ trap 'rm -rf "$TMP"' EXIT
 
 for v in ps ph; do
   flag=""; [ $v = ph ] && flag="--ph"
-  ${PYTHON:-/usr/bin/python3} "$SRC/scripts/make_untrained_caduceus.py" "$TMP/$v" $flag --d-model 256 --n-layer 16 \
+  ${PYTHON:-python3} "$SRC/scripts/make_untrained_caduceus.py" "$TMP/$v" $flag --d-model 256 --n-layer 16 \
     --vocab 12 --seq-len 131072 --seed 1 --dtype BF16
 done
 
@@ -49,8 +51,8 @@ for v in ps ph; do
   echo "$v  track --mask none, $bp bp (windows 131072/overlap 32768, 1.33x work): $(rate "$bp" "$(awk -v a="$t1" -v b="$t0" 'BEGIN { print a - b }')") Mbp/s"
   # score: one masked 131,072-base window per variant position (two for Ph: both strands), batched
   # (--chunk tokens per call). The whole yeast VCF is ~263k variants, hours of windows: the first
-  # SCORE_N records (default 2000) are timed and the rate reported (SCORE_WINDOW overrides --window).
-  nvar=${SCORE_N:-2000}
+  # SCORE_N records (default 300) are timed and the rate reported (SCORE_WINDOW overrides --window).
+  nvar=${SCORE_N:-300}
   { zcat "$VCF" | grep '^#'; zcat "$VCF" | grep -v '^#' | head -n "$nvar"; } > "$TMP/sub.vcf" || true
   nvar=$(grep -vc '^#' "$TMP/sub.vcf" || true)
   win=(); [ -n "${SCORE_WINDOW:-}" ] && win=(--window "$SCORE_WINDOW")
