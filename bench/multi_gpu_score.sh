@@ -11,8 +11,13 @@
 #     command="GPU_DIR=build-mgpu-dev bash bench/multi_gpu_score.sh")       (about 2 minutes)
 # With the default .gpu bundle (scripts/build-gpu.sh with YEAST=1): carry [".gpu"], no GPU_DIR.
 # Elsewhere: DNAMBA=/path/to/dnamba YEAST_DIR=/path/to/yeast bash bench/multi_gpu_score.sh
-# Env: DEVICES (cuda:0,1), ONE (cuda:0), DTYPE (bf16), THREADS (8), EXTRA (more score options, given to
-#      both runs), REPEATS (1: timed runs of each), N (0 = all records; else the first N), WORK (temp dir).
+# Two settings are measured, each on one GPU and on two (same options, so the records must be identical):
+#   default          the GPU defaults (--ref-batch 256): yeast has 388 (segment, strand) reference runs,
+#                    so one GPU runs 2 lockstep batches of 256 and 132 runs - two GPUs get one each, unequal;
+#   --ref-batch 194  two equal batches of 194 (the same number of batches, so one GPU is as fast).
+# Env: SETTINGS (';'-separated score options per setting, "default" = none; default "default;--ref-batch 194"),
+#      DEVICES (cuda:0,1), ONE (cuda:0), DTYPE (bf16), THREADS (8), EXTRA (options for every run),
+#      REPEATS (1: timed runs of each), N (0 = all records; else the first N), WORK (temp dir).
 # Needs python3 (model, record comparison); no bcftools, samtools or bc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +41,7 @@ DTYPE=${DTYPE:-bf16}
 THREADS=${THREADS:-8}
 EXTRA=${EXTRA:-}
 REPEATS=${REPEATS:-1}
+SETTINGS=${SETTINGS:-default;--ref-batch 194}
 N=${N:-0}
 WORK=${WORK:-$(mktemp -d /tmp/mgpu_score.XXXXXX)}
 MODEL=${MODEL:-/tmp/m256}
@@ -87,32 +93,44 @@ if [ "$N" != 0 ]; then
 fi
 
 now() { date +%s.%N; }
-score() {  # label device input: runs dnamba score, prints the wall seconds
+score() {  # label device input [options]: runs dnamba score, prints the wall seconds
   local label=$1 dev=$2 in=$3 t0 t1
+  shift 3
   t0=$(now)
   "$DNAMBA" score --ref "$FA" --vcf "$in" -o "$WORK/$label.vcf.gz" --model "$MODEL" --device "$dev" --dtype "$DTYPE" \
-    --threads "$THREADS" $EXTRA 2> "$WORK/$label.err" || { echo "FAILED: $label ($dev)" >&2; cat "$WORK/$label.err" >&2; return 1; }
+    --threads "$THREADS" $EXTRA "$@" 2> "$WORK/$label.err" || { echo "FAILED: $label ($dev)" >&2; cat "$WORK/$label.err" >&2; return 1; }
   t1=$(now)
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
 }
+summary() { grep -h 'records' "$WORK/$1.err" | tail -1 | sed 's/^dnamba score: //'; }
 
-echo "dnamba: $DNAMBA; input: $IN; model: $MODEL; $DTYPE; one: $ONE, several: $DEVICES ${EXTRA:+; extra: $EXTRA}"
+echo "dnamba: $DNAMBA; input: $IN; model: $MODEL; $DTYPE; one: $ONE, several: $DEVICES${EXTRA:+; extra: $EXTRA}"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,memory.used --format=csv,noheader || true
 
-# Warm-up: both GPUs' contexts, the model and the inputs in the page cache (first 20,000 records).
-python3 "$WORK/vcftool.py" head "$VCF" 20000 "$WORK/warm.vcf"
-echo "warm-up ($DEVICES, 20,000 records): $(score warm "$DEVICES" "$WORK/warm.vcf") s"
+# Warm-up: both GPUs' contexts, the model and the inputs in the page cache (first WARM_N=20000 records).
+python3 "$WORK/vcftool.py" head "$VCF" "${WARM_N:-20000}" "$WORK/warm.vcf"
+echo "warm-up ($DEVICES, first ${WARM_N:-20000} records): $(score warm "$DEVICES" "$WORK/warm.vcf") s"
 
-best1= best2=
-for r in $(seq 1 "$REPEATS"); do
-  t1=$(score one "$ONE" "$IN")
-  echo "run $r: $ONE:   $t1 s   ($(grep -h 'records' "$WORK/one.err" | tail -1 | sed 's/^dnamba score: //'))"
-  t2=$(score two "$DEVICES" "$IN")
-  echo "run $r: $DEVICES: $t2 s   ($(grep -h 'records' "$WORK/two.err" | tail -1 | sed 's/^dnamba score: //'))"
-  best1=$(awk -v a="$t1" -v b="${best1:-1e30}" 'BEGIN { print (a < b ? a : b) }')
-  best2=$(awk -v a="$t2" -v b="${best2:-1e30}" 'BEGIN { print (a < b ? a : b) }')
+ok=1
+IFS=';' read -r -a settings <<< "$SETTINGS"
+k=0
+for setting in "${settings[@]}"; do
+  k=$((k + 1))
+  opts=()
+  [ "$setting" = default ] || read -r -a opts <<< "$setting"
+  best1= best2=
+  for r in $(seq 1 "$REPEATS"); do
+    t1=$(score "one$k" "$ONE" "$IN" "${opts[@]}")
+    echo "[$setting] run $r: $ONE:   $t1 s   ($(summary "one$k"))"
+    t2=$(score "two$k" "$DEVICES" "$IN" "${opts[@]}")
+    echo "[$setting] run $r: $DEVICES: $t2 s   ($(summary "two$k"))"
+    best1=$(awk -v a="$t1" -v b="${best1:-1e30}" 'BEGIN { print (a < b ? a : b) }')
+    best2=$(awk -v a="$t2" -v b="${best2:-1e30}" 'BEGIN { print (a < b ? a : b) }')
+  done
+  awk -v a="$best1" -v b="$best2" -v one="$ONE" -v two="$DEVICES" -v s="$setting" \
+    'BEGIN { printf "RESULT [%s] wall %s %.2f s, %s %.2f s: speed-up %.2fx\n", s, one, a, two, b, a / b }'
+  [ -f "$WORK/two$k.vcf.gz.tbi" ] || { echo "FAIL: no .tbi beside the multi-GPU output"; ok=0; }
+  echo -n "[$setting] records, $ONE vs $DEVICES: "
+  python3 "$WORK/vcftool.py" compare "$WORK/one$k.vcf.gz" "$WORK/two$k.vcf.gz" || ok=0
 done
-awk -v a="$best1" -v b="$best2" -v one="$ONE" -v two="$DEVICES" \
-  'BEGIN { printf "RESULT wall %s %.2f s, %s %.2f s: speed-up %.2fx\n", one, a, two, b, a / b }'
-[ -f "$WORK/two.vcf.gz.tbi" ] || { echo "FAIL: no .tbi beside the multi-GPU output"; exit 1; }
-python3 "$WORK/vcftool.py" compare "$WORK/one.vcf.gz" "$WORK/two.vcf.gz"
+[ $ok = 1 ]

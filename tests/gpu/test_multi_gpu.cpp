@@ -2,6 +2,7 @@
 // (--device cuda:0): the VCF records must be identical, byte for byte. cuda:0,0 runs two workers on
 // one GPU, so the multi-worker path is tested on a one-GPU machine too.
 #include <gtest/gtest.h>
+#include <htslib/faidx.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -20,7 +21,14 @@ std::string dnamba_bin() {
   return e && *e ? e : DNAMBA_BINARY;
 }
 
-const std::string kTinyModel = std::string(DNAMBA_TESTDATA_DIR) + "/score/tiny_model";
+// The score tests' tiny model: $DNAMBA_TESTDATA_DIR, the source tree's testdata, or ./testdata (the
+// repository root on a GPU machine whose checkout lies elsewhere).
+std::string tiny_model() {
+  const char* e = std::getenv("DNAMBA_TESTDATA_DIR");
+  for (const std::string d : {std::string(e ? e : ""), std::string(DNAMBA_TESTDATA_DIR), std::string("testdata")})
+    if (!d.empty() && fs::exists(d + "/score/tiny_model/config.json")) return fs::absolute(d + "/score/tiny_model").string();
+  return std::string(DNAMBA_TESTDATA_DIR) + "/score/tiny_model";
+}
 
 // Exit status of a shell command; its stdout+stderr in *out.
 int run_cmd(const std::string& cmd, std::string* out = nullptr) {
@@ -65,6 +73,7 @@ class MultiGpuScore : public ::testing::Test {
       for (size_t i = 0; i < s.size(); i += 70) fa << s.substr(i, 70) << "\n";
     }
     fa.close();
+    ASSERT_EQ(fai_build((dir_ / "ref.fa").c_str()), 0);
     std::ofstream v(dir_ / "in.vcf");
     v << "##fileformat=VCFv4.2\n";
     for (auto& [name, n] : contigs) v << "##contig=<ID=" << name << ",length=" << n << ">\n";
@@ -91,7 +100,7 @@ class MultiGpuScore : public ::testing::Test {
   std::string score(const std::string& device, const std::string& opts, int* records = nullptr) {
     const std::string out = (dir_ / ("out_" + std::to_string(n_++) + ".vcf")).string();
     const std::string cmd = dnamba_bin() + " score -q --ref " + (dir_ / "ref.fa").string() + " --vcf " +
-                            (dir_ / "in.vcf").string() + " -o " + out + " --model " + kTinyModel + " --device " +
+                            (dir_ / "in.vcf").string() + " -o " + out + " --model " + tiny_model() + " --device " +
                             device + " " + opts;
     std::string log;
     EXPECT_EQ(run_cmd(cmd, &log), 0) << cmd << "\n" << log;
@@ -127,7 +136,7 @@ TEST_F(MultiGpuScore, BadIndexNamesTheDeviceCount) {
   SKIP_WITHOUT_GPU();
   const int n = dnamba::cuda_device_total();
   const std::string cmd = dnamba_bin() + " score -q --ref " + (dir_ / "ref.fa").string() + " --vcf " +
-                          (dir_ / "in.vcf").string() + " -o " + (dir_ / "bad.vcf").string() + " --model " + kTinyModel +
+                          (dir_ / "in.vcf").string() + " -o " + (dir_ / "bad.vcf").string() + " --model " + tiny_model() +
                           " --device cuda:0," + std::to_string(n);
   std::string log;
   EXPECT_EQ(run_cmd(cmd, &log), 1) << log;
