@@ -21,6 +21,10 @@ VCF=$DATA/yeast/yeast_variants.vcf.gz
 TMP=$(mktemp -d /tmp/dnamba_cad_bench.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 
+# A Python with numpy (the device's is `python3` on PATH, this build machine's /usr/bin/python3).
+if [ -z "${PYTHON:-}" ]; then
+  for p in python3 /usr/bin/python3; do "$p" -c 'import numpy' 2>/dev/null && { PYTHON=$p; break; }; done
+fi
 for v in ps ph; do
   flag=""; [ $v = ph ] && flag="--ph"
   ${PYTHON:-python3} "$SRC/scripts/make_untrained_caduceus.py" "$TMP/$v" $flag --d-model 256 --n-layer 16 \
