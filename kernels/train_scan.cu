@@ -22,6 +22,7 @@ namespace {
 constexpr int kLanes = 16;     // lanes per (b, c)
 constexpr int kChannels = 16;  // channels per block
 constexpr int kThreads = kLanes * kChannels;
+constexpr int kTile = 16;      // positions (times NS) whose inputs a thread loads ahead
 
 __device__ __forceinline__ float softplus_f(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
@@ -69,36 +70,53 @@ scan_fwd_kernel(TrainScanParams p, float* __restrict__ state, int64_t ld_state, 
   }
   const float Dc = p.D ? p.D[cc] : 0.0f;
   const float bias = p.dt_bias ? p.dt_bias[cc] : 0.0f;
+  // Tiles of TL positions: the tile's inputs are loaded first (independent loads in flight
+  // together), then the recurrence runs over them.
+  constexpr int TL = kTile / NS;
   int64_t pos_in_chunk = 0, chunk_idx = 0;
-  for (int64_t t = 0; t < len; ++t) {
-    if (pos_in_chunk == 0 && k.valid) {
-      float* dst = cs + (b * nch + chunk_idx) * ld_cs + k.c * N;
+  for (int64_t t0 = 0; t0 < len; t0 += TL) {
+    float rd[TL], ru[TL], rz[TL], rB[TL][NS], rC[TL][NS];
+#pragma unroll
+    for (int q = 0; q < TL; ++q) {
+      const int64_t t = t0 + q < len ? t0 + q : len - 1;
+      const int64_t row = b * len + t;
+      rd[q] = p.delta[row * p.ld_delta + cc];
+      ru[q] = p.u[row * p.ld_u + cc];
+      rz[q] = p.z ? p.z[row * p.ld_z + cc] : 0.0f;
 #pragma unroll
       for (int i = 0; i < NS; ++i) {
         const int64_t n = k.lane + kLanes * i;
-        if (n < N) dst[n] = h[i];
+        rB[q][i] = n < N ? p.B[row * p.ld_B + n] : 0.0f;
+        rC[q][i] = n < N ? p.C[row * p.ld_C + n] : 0.0f;
       }
     }
-    if (++pos_in_chunk == p.chunk) pos_in_chunk = 0, ++chunk_idx;
-    const int64_t row = b * len + t;
-    const float pre = p.delta[row * p.ld_delta + cc] + bias;
-    const float dt = p.softplus ? softplus_f(pre) : pre;
-    const float u = p.u[row * p.ld_u + cc];
-    const float* Bt = p.B + row * p.ld_B;
-    const float* Ct = p.C + row * p.ld_C;
-    float y = 0.0f;
 #pragma unroll
-    for (int i = 0; i < NS; ++i) {
-      const int64_t n = k.lane + kLanes * i;
-      if (n < N) {
-        h[i] = expf(dt * A[i]) * h[i] + dt * Bt[n] * u;
-        y += h[i] * Ct[n];
+    for (int q = 0; q < TL; ++q) {
+      const int64_t t = t0 + q;
+      if (t >= len) break;  // uniform across the block
+      if (pos_in_chunk == 0 && k.valid) {
+        float* dst = cs + (b * nch + chunk_idx) * ld_cs + k.c * N;
+#pragma unroll
+        for (int i = 0; i < NS; ++i) {
+          const int64_t n = k.lane + kLanes * i;
+          if (n < N) dst[n] = h[i];
+        }
       }
+      if (++pos_in_chunk == p.chunk) pos_in_chunk = 0, ++chunk_idx;
+      const float pre = rd[q] + bias;
+      const float dt = p.softplus ? softplus_f(pre) : pre;
+      const float u = ru[q];
+      float y = 0.0f;
+#pragma unroll
+      for (int i = 0; i < NS; ++i) {
+        h[i] = expf(dt * A[i]) * h[i] + dt * rB[q][i] * u;  // zero for padding states (A, B = 0)
+        y += h[i] * rC[q][i];
+      }
+      y = group_sum(y);
+      if (p.D) y += Dc * u;
+      if (p.z) y *= silu_f(rz[q]);
+      if (k.lane == 0 && k.valid) out[(b * len + t) * ld_out + k.c] = y;
     }
-    y = group_sum(y);
-    if (p.D) y += Dc * u;
-    if (p.z) y *= silu_f(p.z[row * p.ld_z + cc]);
-    if (k.lane == 0 && k.valid) out[row * ld_out + k.c] = y;
   }
   if (k.valid) {
 #pragma unroll
@@ -123,7 +141,8 @@ template <int NS>
 __global__ void __launch_bounds__(kThreads)
 scan_bwd_kernel(TrainScanParams p, const float* __restrict__ cs, int64_t ld_cs, const float* __restrict__ dout,
                 int64_t ld_dout, TrainScanGrads g, BwdBufs w) {
-  constexpr int ST = kLanes / NS;  // positions between flushes of the dB/dC tiles
+  constexpr int ST = kLanes / NS;  // positions between flushes of the dB/dC tiles (and recompute tile)
+  constexpr int RT = ST / 2;       // positions of the reverse pass whose inputs are loaded ahead
   extern __shared__ float smem[];  // sB[ST][kChannels][N], sC[ST][kChannels][N]
   const Coord k = coord(p.channels);
   const int64_t N = p.dstate, len = p.len, C = p.channels, b = k.b, cc = k.cc;
@@ -154,93 +173,121 @@ scan_bwd_kernel(TrainScanParams p, const float* __restrict__ cs, int64_t ld_cs, 
       h0[i] = n < N ? cs[(b * w.nch + kc) * ld_cs + cc * N + n] : 0.0f;
       hp[i] = h0[i];
     }
-    for (int64_t j = 0; j < m; ++j) {
-      const int64_t row = b * len + t0 + j;
-      const float pre = p.delta[row * p.ld_delta + cc] + bias;
-      const float dt = p.softplus ? softplus_f(pre) : pre;
-      const float u = p.u[row * p.ld_u + cc];
-      const float* Bt = p.B + row * p.ld_B;
+    for (int64_t j0 = 0; j0 < m; j0 += ST) {
+      float rd[ST], ru[ST], rB[ST][NS];
 #pragma unroll
-      for (int i = 0; i < NS; ++i) {
-        const int64_t n = k.lane + kLanes * i;
-        if (n < N) {
-          hp[i] = expf(dt * A[i]) * hp[i] + dt * Bt[n] * u;
-          if (k.valid) H[j * N + n] = hp[i];
+      for (int q = 0; q < ST; ++q) {
+        const int64_t j = j0 + q < m ? j0 + q : m - 1;
+        const int64_t row = b * len + t0 + j;
+        rd[q] = p.delta[row * p.ld_delta + cc];
+        ru[q] = p.u[row * p.ld_u + cc];
+#pragma unroll
+        for (int i = 0; i < NS; ++i) {
+          const int64_t n = k.lane + kLanes * i;
+          rB[q][i] = n < N ? p.B[row * p.ld_B + n] : 0.0f;
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < ST; ++q) {
+        const int64_t j = j0 + q;
+        if (j >= m) break;
+        const float pre = rd[q] + bias;
+        const float dt = p.softplus ? softplus_f(pre) : pre;
+#pragma unroll
+        for (int i = 0; i < NS; ++i) {
+          const int64_t n = k.lane + kLanes * i;
+          hp[i] = expf(dt * A[i]) * hp[i] + dt * rB[q][i] * ru[q];
+          if (n < N && k.valid) H[j * N + n] = hp[i];
         }
       }
     }
-    // Reverse through the chunk.
-    for (int64_t j = m - 1; j >= 0; --j) {
-      const int64_t t = t0 + j, row = b * len + t;
-      const float pre = p.delta[row * p.ld_delta + cc] + bias;
-      const float dt = p.softplus ? softplus_f(pre) : pre;
-      const float u = p.u[row * p.ld_u + cc];
-      const float* Bt = p.B + row * p.ld_B;
-      const float* Ct = p.C + row * p.ld_C;
-      float hj[NS], hprev[NS];
-      float y = 0.0f;
+    // Reverse through the chunk, RT positions at a time (inputs of the tile loaded first).
+    for (int64_t j1 = m - 1; j1 >= 0; j1 -= RT) {
+      float rd[RT], ru[RT], rz[RT], rg[RT], rB[RT][NS], rC[RT][NS], rh[RT][NS], rhp[RT][NS];
 #pragma unroll
-      for (int i = 0; i < NS; ++i) {
-        const int64_t n = k.lane + kLanes * i;
-        hj[i] = n < N ? H[j * N + n] : 0.0f;
-        hprev[i] = n < N ? (j > 0 ? H[(j - 1) * N + n] : h0[i]) : 0.0f;
-        if (n < N) y += hj[i] * Ct[n];
-      }
-      y = group_sum(y);
-      if (p.D) y += Dc * u;
-      const float go = dout[row * ld_dout + cc];
-      float dy = go, dzv = 0.0f;
-      if (p.z) {
-        const float zz = p.z[row * p.ld_z + cc];
-        dzv = go * y * dsilu_f(zz);
-        dy = go * silu_f(zz);
-      }
-      float ddt = 0.0f, du = 0.0f;
-      const int slot = int(t % ST);
+      for (int q = 0; q < RT; ++q) {
+        const int64_t j = j1 - q >= 0 ? j1 - q : 0;
+        const int64_t row = b * len + t0 + j;
+        rd[q] = p.delta[row * p.ld_delta + cc];
+        ru[q] = p.u[row * p.ld_u + cc];
+        rz[q] = p.z ? p.z[row * p.ld_z + cc] : 0.0f;
+        rg[q] = dout[row * ld_dout + cc];
 #pragma unroll
-      for (int i = 0; i < NS; ++i) {
-        const int64_t n = k.lane + kLanes * i;
-        if (n < N) {
+        for (int i = 0; i < NS; ++i) {
+          const int64_t n = k.lane + kLanes * i;
+          rB[q][i] = n < N ? p.B[row * p.ld_B + n] : 0.0f;
+          rC[q][i] = n < N ? p.C[row * p.ld_C + n] : 0.0f;
+          rh[q][i] = n < N ? H[j * N + n] : 0.0f;
+          rhp[q][i] = n < N ? (j > 0 ? H[(j - 1) * N + n] : h0[i]) : 0.0f;
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < RT; ++q) {
+        const int64_t j = j1 - q;
+        if (j < 0) break;  // uniform across the block
+        const int64_t t = t0 + j, row = b * len + t;
+        const float pre = rd[q] + bias;
+        const float dt = p.softplus ? softplus_f(pre) : pre;
+        const float u = ru[q];
+        float y = 0.0f;
+#pragma unroll
+        for (int i = 0; i < NS; ++i) y += rh[q][i] * rC[q][i];
+        y = group_sum(y);
+        if (p.D) y += Dc * u;
+        const float go = rg[q];
+        float dy = go, dzv = 0.0f;
+        if (p.z) {
+          const float zz = rz[q];
+          dzv = go * y * dsilu_f(zz);
+          dy = go * silu_f(zz);
+        }
+        float ddt = 0.0f, du = 0.0f;
+        const int slot = int(t % ST);
+#pragma unroll
+        for (int i = 0; i < NS; ++i) {
+          const int64_t n = k.lane + kLanes * i;
           const float a = expf(dt * A[i]);
-          const float dhn = dh[i] + dy * Ct[n];
-          const float da = dhn * hprev[i] * a;
-          ddt += da * A[i] + dhn * Bt[n] * u;
+          const float dhn = dh[i] + dy * rC[q][i];
+          const float da = dhn * rhp[q][i] * a;
+          ddt += da * A[i] + dhn * rB[q][i] * u;
           dA[i] += da * dt;
-          du += dhn * dt * Bt[n];
-          sC[(slot * kChannels + k.ch) * N + n] = k.valid ? dy * hj[i] : 0.0f;
-          sB[(slot * kChannels + k.ch) * N + n] = k.valid ? dhn * dt * u : 0.0f;
+          du += dhn * dt * rB[q][i];
+          if (n < N) {
+            sC[(slot * kChannels + k.ch) * N + n] = k.valid ? dy * rh[q][i] : 0.0f;
+            sB[(slot * kChannels + k.ch) * N + n] = k.valid ? dhn * dt * u : 0.0f;
+          }
           dh[i] = dhn * a;
         }
-      }
-      ddt = group_sum(ddt);
-      du = group_sum(du);
-      if (p.D) {
-        du += dy * Dc;
-        dD += dy * u;
-      }
-      const float dpre = p.softplus ? (pre > 20.0f ? ddt : ddt * sigmoid_f(pre)) : ddt;
-      db += dpre;
-      if (k.lane == 0 && k.valid) {
-        if (g.du) g.du[row * g.ld_du + k.c] = du;
-        if (g.ddelta) g.ddelta[row * g.ld_ddelta + k.c] = dpre;
-        if (g.dz) g.dz[row * g.ld_dz + k.c] = dzv;
-      }
-      if (slot == 0) {  // positions t .. t+cnt-1 are in slots 0 .. cnt-1: sum the block's channels
-        __syncthreads();
-        const int64_t cnt = (len - t < ST) ? len - t : ST;
-        for (int64_t q = threadIdx.x; q < cnt * N; q += kThreads) {
-          const int64_t jj = q / N, n = q % N;
-          float sb = 0.0f, sc = 0.0f;
-#pragma unroll
-          for (int ch = 0; ch < kChannels; ++ch) {
-            sb += sB[(jj * kChannels + ch) * N + n];
-            sc += sC[(jj * kChannels + ch) * N + n];
-          }
-          const int64_t o = (cb * T + row + jj) * N + n;
-          w.pB[o] = sb;
-          w.pC[o] = sc;
+        ddt = group_sum(ddt);
+        du = group_sum(du);
+        if (p.D) {
+          du += dy * Dc;
+          dD += dy * u;
         }
-        __syncthreads();
+        const float dpre = p.softplus ? (pre > 20.0f ? ddt : ddt * sigmoid_f(pre)) : ddt;
+        db += dpre;
+        if (k.lane == 0 && k.valid) {
+          if (g.du) g.du[row * g.ld_du + k.c] = du;
+          if (g.ddelta) g.ddelta[row * g.ld_ddelta + k.c] = dpre;
+          if (g.dz) g.dz[row * g.ld_dz + k.c] = dzv;
+        }
+        if (slot == 0) {  // positions t .. t+cnt-1 are in slots 0 .. cnt-1: sum the block's channels
+          __syncthreads();
+          const int64_t cnt = (len - t < ST) ? len - t : ST;
+          for (int64_t qq = threadIdx.x; qq < cnt * N; qq += kThreads) {
+            const int64_t jj = qq / N, n = qq % N;
+            float sb = 0.0f, sc = 0.0f;
+#pragma unroll
+            for (int ch = 0; ch < kChannels; ++ch) {
+              sb += sB[(jj * kChannels + ch) * N + n];
+              sc += sC[(jj * kChannels + ch) * N + n];
+            }
+            const int64_t o = (cb * T + row + jj) * N + n;
+            w.pB[o] = sb;
+            w.pC[o] = sc;
+          }
+          __syncthreads();
+        }
       }
     }
   }

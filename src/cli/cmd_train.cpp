@@ -62,7 +62,7 @@ int cmd_train(int argc, char** argv) {
       ("stop-at", po::value(&o.stop_at)->default_value(0)->value_name("STEP"), "stop with a checkpoint after STEP (resume later)")
       ("time-limit", po::value(&o.time_limit)->default_value(0)->value_name("SEC"), "stop with a checkpoint once SEC seconds have passed")
       ("device", po::value(&o.device)->default_value("auto")->value_name("DEV"), "cpu, cuda or cuda:N (auto: cuda when a GPU is present, else cpu)")
-      ("dtype", po::value(&o.dtype)->default_value("auto")->value_name("T"), "compute dtype: fp32, bf16 (GPU) or auto (fp32); master weights are always fp32")
+      ("dtype", po::value(&o.dtype)->default_value("auto")->value_name("T"), "matrix products: fp32, bf16 (GPU; fp32 accumulation) or auto (bf16 on the GPU, fp32 on the CPU); master weights, gradients and optimizer state are always fp32")
       ("threads,t", po::value(&o.threads)->default_value(0)->value_name("N"), "CPU threads (0: all cores)")
       ("quiet,q", po::bool_switch(&o.quiet), "no progress or messages on stderr");
   po::options_description all;

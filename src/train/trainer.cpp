@@ -231,8 +231,9 @@ int run_training(TrainOptions o, const std::vector<std::string>& given) {
   for (size_t i = 0; i < sampler.held_out().size(); ++i) val_tokens.push_back(sampler.region_tokens(i));
 
   const std::string device = o.device == "auto" ? default_train_device() : o.device;
+  // auto: bf16 products on the GPU, fp32 on the CPU (master weights are fp32 either way).
   DType compute = DType::F32;
-  if (o.dtype == "bf16") compute = DType::BF16;
+  if (o.dtype == "bf16" || (o.dtype == "auto" && device != "cpu")) compute = DType::BF16;
   else if (o.dtype != "fp32" && o.dtype != "f32" && o.dtype != "auto")
     throw Error("--dtype must be fp32, bf16 or auto (got '" + o.dtype + "')");
   auto tb = make_train_backend(device, o.threads, compute);

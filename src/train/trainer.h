@@ -44,7 +44,7 @@ struct TrainOptions {
   int64_t stop_at = 0;        // stop (with a checkpoint) after this step; 0: run to --steps
   double time_limit = 0;      // seconds; stop with a checkpoint when exceeded; 0: none
   std::string device = "cpu";  // cpu, cuda, cuda:N, or auto (cuda when available)
-  std::string dtype = "auto";   // fp32, bf16 (GPU), or auto (fp32; bf16 compute is not implemented yet)
+  std::string dtype = "auto";   // fp32, bf16 (GPU), or auto (bf16 on the GPU, fp32 on the CPU)
   int threads = 0;
   bool quiet = false;
 };

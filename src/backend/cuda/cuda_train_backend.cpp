@@ -7,7 +7,10 @@
 #include <cmath>
 #include <string>
 
+#include <unordered_map>
+
 #include "backend/cuda/cuda_check.h"
+#include "kernels/kernels.h"
 #include "kernels/train_kernels.h"
 
 namespace dnamba::train {
@@ -39,6 +42,125 @@ constexpr int64_t kMaxDoublePartials = 1024;
 
 }  // namespace
 
+// Grow-only device buffer.
+struct DevBuf {
+  void* p = nullptr;
+  size_t bytes = 0;
+  void* get(size_t n, cudaStream_t s) {
+    if (bytes >= n && p) return p;
+    if (p) {
+      CUDA_CHECK(cudaStreamSynchronize(s));
+      CUDA_CHECK(cudaFree(p));
+      p = nullptr;
+      bytes = 0;
+    }
+    n = std::max<size_t>(n, size_t(1) << 16);
+    if (cudaMalloc(&p, n) != cudaSuccess) {
+      (void)cudaGetLastError();
+      throw Error("CUDA out of memory: training asked for " + std::to_string(n >> 20) +
+                  " MiB of working memory; try a smaller --batch or --seq-len");
+    }
+    bytes = n;
+    return p;
+  }
+  void release() {
+    if (p) cudaFree(p);
+    p = nullptr;
+    bytes = 0;
+  }
+};
+
+// bf16 compute for training: the forward backend of a BF16 CudaTrainBackend. Activations, master
+// weights and everything else stay fp32; only the matrix products change: linear() with fp32
+// operands rounds x to bf16 and uses a bf16 copy of W (made on first use, refreshed after every
+// AdamW step and every upload), with fp32 accumulation and fp32 output (cublasGemmEx).
+class BF16TrainForward : public CudaBackend {
+ public:
+  explicit BF16TrainForward(int device) : CudaBackend(device, DType::F32) {
+    CUBLAS_CHECK(cublasCreate(&blas_));
+    CUBLAS_CHECK(cublasSetStream(blas_, stream()));
+  }
+  ~BF16TrainForward() override {
+    cudaStreamSynchronize(stream());
+    for (auto& [k, w] : cache_) w.buf.release();
+    x_.release();
+    if (blas_) cublasDestroy(blas_);
+  }
+  DType compute_dtype() const override { return DType::BF16; }
+
+  // The bf16 copy of the fp32 matrix W (contiguous [rows, cols]), refreshed if stale.
+  const __nv_bfloat16* weight_bf16(const Tensor& W) {
+    auto& e = cache_[W.data<float>()];
+    const size_t bytes = size_t(W.rows * W.cols) * 2;
+    if (!e.valid || e.rows != W.rows || e.cols != W.cols) {
+      e.buf.get(bytes, stream());
+      kernels::f32_to_bf16_2d(W.data<float>(), W.ld, static_cast<__nv_bfloat16*>(e.buf.p), W.rows, W.cols, stream());
+      e.valid = true;
+      e.rows = W.rows;
+      e.cols = W.cols;
+    }
+    return static_cast<const __nv_bfloat16*>(e.buf.p);
+  }
+  // After `param` changed on the device: its bf16 copy (if any) is made again at the next use.
+  void invalidate(const void* p) {
+    auto it = cache_.find(p);
+    if (it != cache_.end()) it->second.valid = false;
+  }
+  // Packs an fp32 view into bf16 scratch `slot` (0: x, 1: dout) and returns it (leading dim cols).
+  const __nv_bfloat16* pack(const Tensor& x, int slot) {
+    DevBuf& b = slot == 0 ? x_ : d_;
+    auto* p = static_cast<__nv_bfloat16*>(b.get(size_t(x.rows * x.cols) * 2, stream()));
+    kernels::f32_to_bf16_2d(x.data<float>(), x.ld, p, x.rows, x.cols, stream());
+    return p;
+  }
+  cublasHandle_t blas() const { return blas_; }
+
+  void to_device(Tensor& dst, const void* host) override {
+    CudaBackend::to_device(dst, host);
+    invalidate(dst.data<char>());
+  }
+  void copy(Tensor& dst, const Tensor& src) override {
+    CudaBackend::copy(dst, src);
+    invalidate(dst.data<char>());
+  }
+  void zero(Tensor& t) override {
+    CudaBackend::zero(t);
+    invalidate(t.data<char>());
+  }
+
+  void linear(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out) override {
+    if (x.dtype != DType::F32 || W.dtype != DType::F32 || out.dtype != DType::F32 || x.cols == 0 || x.rows == 0 ||
+        W.rows == 0) {
+      CudaBackend::linear(x, W, bias, out);
+      return;
+    }
+    const int64_t T = x.rows, K = x.cols, N = W.rows;
+    DNAMBA_CHECK(W.cols == K, "linear: W has " + std::to_string(W.cols) + " columns, x has " + std::to_string(K));
+    DNAMBA_CHECK(out.rows == T && out.cols == N, "linear out: shape");
+    DNAMBA_CHECK(T < (int64_t(1) << 31), "linear: too many rows for one cuBLAS call");
+    const __nv_bfloat16* wb = weight_bf16(W);
+    const __nv_bfloat16* xb = pack(x, 0);
+    const float one = 1.0f, zero_f = 0.0f;
+    CUBLAS_CHECK(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one, wb, CUDA_R_16BF, int(K), xb,
+                              CUDA_R_16BF, int(K), &zero_f, out.data<float>(), CUDA_R_32F, int(out.ld),
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    if (bias) {
+      DNAMBA_CHECK(bias->dtype == DType::F32 && bias->rows == 1 && bias->cols == N, "linear bias: expected [1,N] f32");
+      kernels::add_bias(out.data<float>(), out.ld, bias->data<float>(), T, N, stream());
+    }
+  }
+
+ private:
+  struct Entry {
+    DevBuf buf;
+    int64_t rows = 0, cols = 0;
+    bool valid = false;
+  };
+  std::unordered_map<const void*, Entry> cache_;
+  DevBuf x_, d_;
+  cublasHandle_t blas_ = nullptr;
+};
+
 struct CudaTrainBackend::Impl {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
@@ -50,13 +172,19 @@ struct CudaTrainBackend::Impl {
   Buf slots[kSlots];
   double* host_partial = nullptr;  // pinned, kMaxDoublePartials
   int* bad = nullptr;              // device flag: a target id >= V reached cross_entropy
+  BF16TrainForward* bf16 = nullptr;  // be_, when computing in bf16
 };
 
 CudaTrainBackend::CudaTrainBackend(int device, DType compute) : impl_(std::make_unique<Impl>()) {
-  if (compute != DType::F32)
-    throw Error(std::string("training on CUDA with --dtype ") + dtype_name(compute) +
-                " is not implemented yet (use --dtype fp32)");
-  be_ = std::make_unique<CudaBackend>(device, compute);
+  if (compute != DType::F32 && compute != DType::BF16)
+    throw Error(std::string("training on CUDA with --dtype ") + dtype_name(compute) + " is not supported (use fp32 or bf16)");
+  if (compute == DType::BF16) {
+    auto f = std::make_unique<BF16TrainForward>(device);
+    impl_->bf16 = f.get();
+    be_ = std::move(f);
+  } else {
+    be_ = std::make_unique<CudaBackend>(device, DType::F32);
+  }
   impl_->device = device;
   impl_->stream = be_->stream();
   CUDA_CHECK(cudaSetDevice(device));
@@ -148,6 +276,30 @@ void CudaTrainBackend::linear_backward(const Tensor& x, const Tensor& W, const T
   DNAMBA_CHECK(T < (int64_t(1) << 31) && K < (int64_t(1) << 31) && N < (int64_t(1) << 31),
                "linear_backward: too large for one cuBLAS call");
   const float one = 1.0f, zero = 0.0f;
+  if (impl_->bf16 && bf16_products_ && T > 0 && K > 0 && N > 0 && (dx || dW)) {
+    // bf16 operands (dout, x rounded; W's bf16 copy), fp32 accumulation into fp32 dx / dW.
+    BF16TrainForward& f = *impl_->bf16;
+    const __nv_bfloat16* db = f.pack(dout, 1);
+    if (dx) {
+      check(*dx, T, K, "linear_backward dx");
+      CUBLAS_CHECK(cublasGemmEx(impl_->blas, CUBLAS_OP_N, CUBLAS_OP_N, int(K), int(T), int(N), &one, f.weight_bf16(W),
+                                CUDA_R_16BF, int(K), db, CUDA_R_16BF, int(N), accumulate_dx ? &one : &zero,
+                                dx->data<float>(), CUDA_R_32F, int(dx->ld), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+    if (dW) {
+      check(*dW, N, K, "linear_backward dW");
+      const __nv_bfloat16* xb = f.pack(x, 0);
+      CUBLAS_CHECK(cublasGemmEx(impl_->blas, CUBLAS_OP_N, CUBLAS_OP_T, int(K), int(N), int(T), &one, xb, CUDA_R_16BF,
+                                int(K), db, CUDA_R_16BF, int(N), &one, dW->data<float>(), CUDA_R_32F, int(dW->ld),
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+    if (dbias) {
+      check(*dbias, 1, N, "linear_backward dbias");
+      auto* part = static_cast<float*>(scratch(kPartial, size_t(kt::colsum_partial_floats(T, N)) * 4));
+      kt::colsum(dout.data<float>(), dout.ld, T, N, dbias->data<float>(), true, part, impl_->stream);
+    }
+    return;
+  }
   // Row-major M[r, c] with stride ld is the column-major matrix M^T with leading dimension ld.
   if (dx) {
     check(*dx, T, K, "linear_backward dx");
@@ -291,7 +443,9 @@ double CudaTrainBackend::cross_entropy(const Tensor& hidden, const Tensor& lm_w,
   dlogits.cols = V;
   dlogits.ld = V;
   dlogits.dtype = DType::F32;
+  bf16_products_ = false;  // the loss's two small products stay fp32
   linear_backward(hidden, lm_w, dlogits, &dhidden, false, &dlm_w, nullptr);
+  bf16_products_ = true;
   DNAMBA_CHECK(kt::sum_squares_partials(1, T) <= kMaxDoublePartials, "cross_entropy: partial count");
   auto* dpart = static_cast<double*>(scratch(kDouble, size_t(kMaxDoublePartials) * sizeof(double)));
   const double sum = kt::sum_f32(loss, T, dpart, impl_->host_partial, impl_->stream);  // synchronises
@@ -330,6 +484,7 @@ void CudaTrainBackend::adamw(Tensor& param, const Tensor& grad, Tensor& m, Tenso
   a.inv_sqrt_bc2 = float(1.0 / std::sqrt(bc2));
   kt::adamw(param.data<float>(), param.ld, grad.data<float>(), grad.ld, m.data<float>(), m.ld, v.data<float>(), v.ld,
             param.rows, param.cols, a, impl_->stream);
+  if (impl_->bf16) impl_->bf16->invalidate(param.data<char>());  // its bf16 copy is made again at the next use
 }
 
 std::unique_ptr<TrainBackend> make_cuda_train_backend(int index, DType compute) {

@@ -2,8 +2,9 @@
 // gradient norm and AdamW on the GPU (kernels/train_*.cu), matrix products through cuBLAS. Its
 // forward ops (fwd()) are a CudaBackend sharing its stream, so everything runs in stream order.
 //
-// Precision: fp32 everywhere (master weights, gradients, moments, activations; cuBLAS in pedantic
-// fp32 math, no TF32), checked against CpuTrainBackend within 1e-4 relative (tests/gpu/test_cuda_train.cpp).
+// Precision: fp32 master weights, gradients, moments and activations always. F32 mode: cuBLAS in
+// pedantic fp32 math (no TF32), checked against CpuTrainBackend within 1e-4 relative
+// (tests/gpu/test_cuda_train.cpp). BF16 mode: the layers' matrix products in bf16 (see below).
 // Determinism: no float atomics; every reduction has a fixed order (see kernels/train_kernels.h),
 // and cuBLAS is deterministic on one stream: two identical runs give bit-identical weights.
 #pragma once
@@ -16,7 +17,10 @@ namespace dnamba::train {
 
 class CudaTrainBackend : public TrainBackend {
  public:
-  // compute: the dtype of the forward backend's matrix products. Only F32 is implemented.
+  // compute: F32 (everything fp32), or BF16: the matrix products of the layers (forward and
+  // backward) take bf16 operands with fp32 accumulation and output, from bf16 copies of the fp32
+  // master weights refreshed after each AdamW step; all else (activations, scan, norms, loss,
+  // gradients, optimizer) stays fp32.
   CudaTrainBackend(int device, DType compute);
   ~CudaTrainBackend() override;
   Backend& fwd() override { return *be_; }
@@ -51,9 +55,10 @@ class CudaTrainBackend : public TrainBackend {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::unique_ptr<CudaBackend> be_;
+  bool bf16_products_ = true;  // false while the loss's products run (kept fp32)
 };
 
-// "cuda:N" training backend; compute F32 (BF16 is refused until bf16 compute exists).
+// "cuda:N" training backend; compute F32 or BF16.
 std::unique_ptr<TrainBackend> make_cuda_train_backend(int index, DType compute);
 
 }  // namespace dnamba::train
