@@ -14,6 +14,7 @@
 #include "model/mamba_lm.h"
 #include "pipeline/caduceus_track.h"
 #include "pipeline/causal_stream.h"
+#include "pipeline/track_devices.h"
 
 namespace dnamba::cli {
 
@@ -32,7 +33,10 @@ const char* kUsage =
     "written. Inputs longer than --window run as windows overlapping by --overlap, each keeping its centre.\n"
     "Regions are 1-based inclusive (samtools style); without regions every contig is read.\n"
     "Output: .bedgraph, .bedgraph.gz/.bg.gz (bgzip), - for stdout, or .bw/.bigwig (bigWig: needs an indexed\n"
-    "FASTA for the chromosome sizes; chromosomes are written in name order and regions must not overlap).";
+    "FASTA for the chromosome sizes; chromosomes are written in name order and regions must not overlap).\n"
+    "Several GPUs (--device cuda:0,1 or cuda:all; causal models, indexed FASTA): whole contigs/regions are spread\n"
+    "over the GPUs by length, one worker each; finished ones wait in memory or $TMPDIR until their turn, and the\n"
+    "output is the same as on one GPU.";
 
 double entropy_acgt(const float* lp) {
   double p[4], s = 0;
@@ -65,7 +69,7 @@ int cmd_track(int argc, char** argv) {
       ("window", po::value(&window)->value_name("N"), "masked-LM models: bases per window (default: the model's training length, else 131072)")
       ("overlap", po::value(&overlap)->value_name("N"), "masked-LM models: bases shared by consecutive windows (default: window/4)");
   add_shard_option(d, shard_spec);
-  d.add(common_options(co, true));
+  d.add(common_options(co, true, true));
   po::variables_map vm;
   if (!parse_or_help(argc, argv, d, kUsage, vm)) return 0;
   if (what != "loglik" && what != "entropy") throw Error("--what must be loglik or entropy, not '" + what + "'");
@@ -124,16 +128,33 @@ int cmd_track(int argc, char** argv) {
   }
   if (!regs.empty()) reader.set_regions(regs);
 
-  auto be = make_backend_from(co);
+  // One device: its backend, here. Several (--device cuda:0,1): one worker each (pipeline/track_devices.h).
+  const std::vector<std::string> devices = devices_from(co);
+  const bool multi = devices.size() > 1;
+  std::unique_ptr<Backend> be;
+  if (!multi) be = make_backend_for(co, devices[0]);
   // Masked-LM (Caduceus) models run windowed through pipeline/caduceus_track; causal ones stream.
   const bool mlm = load_model_config(co.model).layout == CheckpointLayout::Caduceus;
   if (mask != "none" && mask != "each") throw Error("--mask must be none or each, not '" + mask + "'");
   if (!mlm && (mask != "none" || vm.count("window") || vm.count("overlap")))
     throw Error("--mask, --window and --overlap apply to masked-LM (Caduceus) models; " + co.model + " is causal");
+  std::vector<io::Region> segments;  // several devices: the whole segments to spread over them
+  if (multi) {
+    if (mlm)
+      throw Error("--device " + co.device + ": several devices are supported for causal models; " + co.model +
+                  " is a masked-LM (Caduceus) model (give one device)");
+    if (!reader.indexed())
+      throw Error(ref + ": several devices (--device " + co.device + ") need an indexed FASTA, to split the work by " +
+                  "contig length before reading: run `samtools faidx " + ref + "` (bgzip the FASTA first if it is " +
+                  "gzip-compressed)");
+    if (!empty_shard) segments = resolve_segments(reader, regs);
+  }
   std::optional<CaduceusModel> cad;
   std::optional<MambaLM> causal;
-  if (mlm) cad.emplace(co.model, *be);
-  else causal.emplace(co.model, *be);
+  if (!multi) {  // several devices: the workers load their own copies
+    if (mlm) cad.emplace(co.model, *be);
+    else causal.emplace(co.model, *be);
+  }
   CaduceusTrackOptions cso;
   cso.window = window;
   cso.overlap = overlap;
@@ -154,15 +175,37 @@ int cmd_track(int argc, char** argv) {
   auto stream = [&](const std::function<void(const BaseLogProbs&)>& sink) {
     return cad ? stream_caduceus_logprobs(*cad, reader, cso, sink) : stream_causal_logprobs(*causal, reader, so, sink);
   };
-  if (!empty_shard) stream([&](const BaseLogProbs& r) {
+  auto to_values = [loglik](const BaseLogProbs& r, std::vector<float>& values) {
     values.resize(size_t(r.n));
     for (int64_t i = 0; i < r.n; ++i) {
       const float* s = r.stats + 5 * i;
       values[size_t(i)] = loglik ? s[0] : float(entropy_acgt(s + 1));
     }
-    if (bw) bw->add(*r.contig, r.start, values.data(), r.n);
-    else bedgraph->add_run(*r.contig, r.start, values.data(), r.n);  // formatted on several threads
-  });
+  };
+  auto write = [&](const std::string& contig, int64_t start, const float* v, int64_t n) {
+    if (bw) bw->add(contig, start, v, n);
+    else bedgraph->add_run(contig, start, v, n);  // formatted on several threads
+  };
+  if (multi) {
+    TrackDevicesOptions mo;
+    mo.stream = so;
+    // Each worker loads its model in its own thread; the values are written here, in input order.
+    if (!empty_shard)
+      stream_track_values_multi(
+          devices,
+          [&](size_t i) {
+            TrackDevice dev;
+            dev.backend = make_backend_for(co, devices[i]);
+            dev.model = std::make_unique<MambaLM>(co.model, *dev.backend);
+            return dev;
+          },
+          ref, segments, mo, to_values, write);
+  } else if (!empty_shard) {
+    stream([&](const BaseLogProbs& r) {
+      to_values(r, values);
+      write(*r.contig, r.start, values.data(), r.n);
+    });
+  }
   if (bw) bw->close();
   else bedgraph->close();
   return 0;

@@ -60,7 +60,7 @@ std::vector<std::string> devices_from(const CommonOptions& o) {
 std::unique_ptr<Backend> make_backend_from(const CommonOptions& o) {
   const auto devs = devices_from(o);
   if (devs.size() != 1)
-    throw Error("--device " + o.device + ": several devices in one run are supported by dnamba score only (give one device)");
+    throw Error("--device " + o.device + ": several devices in one run are supported by dnamba score and track only (give one device)");
   return make_backend_for(o, devs[0]);
 }
 

@@ -1,6 +1,6 @@
 // dnamba score on several GPUs in one process (--device cuda:0,0 / cuda:all) against one GPU
 // (--device cuda:0): the VCF records must be identical, byte for byte. cuda:0,0 runs two workers on
-// one GPU, so the multi-worker path is tested on a one-GPU machine too.
+// one GPU, so the multi-worker path is tested on a one-GPU machine too. dnamba track likewise (MultiGpuTrack).
 #include <gtest/gtest.h>
 #include <htslib/faidx.h>
 #include <unistd.h>
@@ -144,4 +144,94 @@ TEST_F(MultiGpuScore, BadIndexNamesTheDeviceCount) {
             std::string::npos)
       << log;
   EXPECT_FALSE(fs::exists(dir_ / "bad.vcf"));
+}
+
+// ---- dnamba track on several GPUs: whole contigs/regions spread over the workers by length, values written
+// in input order; bedGraph, bgzip bedGraph, bigWig and stdout must equal cuda:0's byte for byte.
+
+namespace {
+
+class MultiGpuTrack : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("dnamba_gpu_multi_track_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    std::mt19937 rng(9);
+    // File order is not name order (bigWig sorts by name); a one-base contig (no output), soft-masked and N bases.
+    const std::vector<std::pair<std::string, int>> contigs = {{"chr2", 45000}, {"chr10", 12000}, {"chr1", 30000},
+                                                              {"chrM", 1},     {"scaf_b", 800},  {"scaf_a", 20000},
+                                                              {"chr3", 7000}};
+    std::ofstream fa(dir_ / "ref.fa");
+    for (auto& [name, n] : contigs) {
+      std::string s(size_t(n), 'A');
+      for (char& c : s) c = "ACGTACGTacgtN"[rng() % 13];
+      fa << ">" << name << "\n";
+      for (size_t i = 0; i < s.size(); i += 70) fa << s.substr(i, 70) << "\n";
+    }
+    fa.close();
+    ASSERT_EQ(fai_build((dir_ / "ref.fa").c_str()), 0);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // Runs track on `device` with `opts`, output `ext` (".bedgraph", ".bedgraph.gz", ".bw", or "-" for
+  // stdout); returns the output's bytes.
+  std::string track(const std::string& device, const std::string& ext, const std::string& opts) {
+    const std::string out = (dir_ / ("out_" + std::to_string(n_++) + (ext == "-" ? ".stdout" : ext))).string();
+    const std::string cmd = "(" + dnamba_bin() + " track -q --ref " + (dir_ / "ref.fa").string() + " --model " +
+                            tiny_model() + " --device " + device + " " + opts +
+                            (ext == "-" ? " -o - > " + out : " -o " + out) + ")";
+    std::string log;
+    EXPECT_EQ(run_cmd(cmd, &log), 0) << cmd << "\n" << log;
+    std::ifstream f(out, std::ios::binary);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  }
+
+  fs::path dir_;
+  int n_ = 0;
+};
+
+}  // namespace
+
+TEST_F(MultiGpuTrack, SameOutputAsOneGpu) {
+  SKIP_WITHOUT_GPU();
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {"--dtype bf16 --chunk 4096", {".bedgraph", ".bedgraph.gz", ".bw", "-"}},
+      {"--dtype fp32 --what entropy --chunk 3000", {".bedgraph", ".bw"}},
+      {"--dtype bf16", {".bedgraph.gz"}},  // default chunk: one piece per contig
+      // Regions out of order, overlapping, repeated (bedGraph keeps the given order).
+      {"--dtype bf16 --chunk 2048 --region chr1:101-20000 --region chr2 --region chr1:5001-9000 --region scaf_b "
+       "--region chr2",
+       {".bedgraph"}},
+      {"--dtype fp32 --chunk 2048 --region chr2:1001-30000 --region chr1:101-20000 --region scaf_a", {".bw"}},
+  };
+  for (const auto& [opts, exts] : cases)
+    for (const std::string& ext : exts) {
+      const std::string one = track("cuda:0", ext, opts);
+      ASSERT_GT(one.size(), 1000u) << opts << " " << ext;
+      EXPECT_EQ(track("cuda:0,0", ext, opts), one) << opts << " " << ext << ": cuda:0,0";
+      EXPECT_EQ(track("cuda:0,0,0", ext, opts), one) << opts << " " << ext << ": cuda:0,0,0";
+      EXPECT_EQ(track("cuda:all", ext, opts), one) << opts << " " << ext << ": cuda:all";
+      if (dnamba::cuda_device_total() > 1) EXPECT_EQ(track("cuda:1,0", ext, opts), one) << opts << " " << ext << ": cuda:1,0";
+    }
+}
+
+TEST_F(MultiGpuTrack, RefusesCaduceusAndUnindexedFasta) {
+  SKIP_WITHOUT_GPU();
+  std::string log;
+  const std::string cad = dnamba::test::golden("caduceus_ps_tiny");
+  if (fs::exists(cad + "/config.json")) {
+    const std::string cmd = dnamba_bin() + " track -q --ref " + (dir_ / "ref.fa").string() + " --model " + cad +
+                            " --device cuda:0,0 -o " + (dir_ / "cad.bedgraph").string();
+    EXPECT_EQ(run_cmd(cmd, &log), 1) << log;
+    EXPECT_NE(log.find("several devices are supported for causal models"), std::string::npos) << log;
+    EXPECT_FALSE(fs::exists(dir_ / "cad.bedgraph"));
+  }
+  fs::copy_file(dir_ / "ref.fa", dir_ / "noidx.fa");
+  const std::string cmd = dnamba_bin() + " track -q --ref " + (dir_ / "noidx.fa").string() + " --model " + tiny_model() +
+                          " --device cuda:0,0 -o " + (dir_ / "noidx.bedgraph").string();
+  EXPECT_EQ(run_cmd(cmd, &log), 1) << log;
+  EXPECT_NE(log.find("need an indexed FASTA"), std::string::npos) << log;
+  EXPECT_FALSE(fs::exists(dir_ / "noidx.bedgraph"));
 }
