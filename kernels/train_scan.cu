@@ -8,8 +8,8 @@
 // (N <= 64); 16 channels a block of 256 threads; grid (ceil(C/16), batch <= 65535). The state sums
 // over n are xor-shuffle trees inside the 16 lanes (fixed order).
 // Backward: each lane keeps the states of its chunk in global scratch (written and read back by the
-// same thread). dB and dC (sums over channels) go through shared memory every ST = 16/NS positions:
-// the block sums its 16 channels in order into a per-channel-block partial [CB, T, N], and a second
+// same thread). dB and dC (sums over channels) go through shared memory every FS = 8/NS positions
+// (slots double-buffered, so a tile may run past a flush point): the block sums its 16 channels in order into a per-channel-block partial [CB, T, N], and a second
 // kernel sums the CB partials in order. Parameter gradients get per-sequence partials summed in order
 // over the batch. No atomics: bit-identical results run to run.
 #include "backend/cuda/cuda_check.h"
@@ -56,7 +56,7 @@ __device__ __forceinline__ Coord coord(int64_t C) {
 }
 
 template <int NS>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
 scan_fwd_kernel(TrainScanParams p, float* __restrict__ state, int64_t ld_state, float* __restrict__ out,
                 int64_t ld_out, float* __restrict__ cs, int64_t ld_cs, int64_t nch) {
   const Coord k = coord(p.channels);
@@ -90,11 +90,25 @@ scan_fwd_kernel(TrainScanParams p, float* __restrict__ state, int64_t ld_state, 
         rC[q][i] = n < N ? p.C[row * p.ld_C + n] : 0.0f;
       }
     }
+    // Phase 1, independent per position: decay a = exp(dt A), input dt B u, gate silu(z).
+    float a[TL][NS], bu[TL][NS], gate[TL];
 #pragma unroll
     for (int q = 0; q < TL; ++q) {
-      const int64_t t = t0 + q;
-      if (t >= len) break;  // uniform across the block
-      if (pos_in_chunk == 0 && k.valid) {
+      const float pre = rd[q] + bias;
+      const float dt = p.softplus ? softplus_f(pre) : pre;
+#pragma unroll
+      for (int i = 0; i < NS; ++i) {
+        a[q][i] = expf(dt * A[i]);
+        bu[q][i] = dt * rB[q][i] * ru[q];  // zero for padding states (B = 0)
+      }
+      gate[q] = p.z ? silu_f(rz[q]) : 1.0f;
+    }
+    // Phase 2, the recurrence (and the chunk-boundary states); positions past the end keep h.
+    float yl[TL];
+#pragma unroll
+    for (int q = 0; q < TL; ++q) {
+      const bool in = t0 + q < len;  // uniform across the block
+      if (in && pos_in_chunk == 0 && k.valid) {
         float* dst = cs + (b * nch + chunk_idx) * ld_cs + k.c * N;
 #pragma unroll
         for (int i = 0; i < NS; ++i) {
@@ -102,20 +116,22 @@ scan_fwd_kernel(TrainScanParams p, float* __restrict__ state, int64_t ld_state, 
           if (n < N) dst[n] = h[i];
         }
       }
-      if (++pos_in_chunk == p.chunk) pos_in_chunk = 0, ++chunk_idx;
-      const float pre = rd[q] + bias;
-      const float dt = p.softplus ? softplus_f(pre) : pre;
-      const float u = ru[q];
+      if (in && ++pos_in_chunk == p.chunk) pos_in_chunk = 0, ++chunk_idx;
       float y = 0.0f;
 #pragma unroll
       for (int i = 0; i < NS; ++i) {
-        h[i] = expf(dt * A[i]) * h[i] + dt * rB[q][i] * u;  // zero for padding states (A, B = 0)
+        h[i] = in ? a[q][i] * h[i] + bu[q][i] : h[i];
         y += h[i] * rC[q][i];
       }
-      y = group_sum(y);
-      if (p.D) y += Dc * u;
-      if (p.z) y *= silu_f(rz[q]);
-      if (k.lane == 0 && k.valid) out[(b * len + t) * ld_out + k.c] = y;
+      yl[q] = y;
+    }
+    // Phase 3, sums over the states and the outputs.
+#pragma unroll
+    for (int q = 0; q < TL; ++q) {
+      float y = group_sum(yl[q]);
+      if (p.D) y += Dc * ru[q];
+      y *= gate[q];
+      if (k.lane == 0 && k.valid && t0 + q < len) out[(b * len + t0 + q) * ld_out + k.c] = y;
     }
   }
   if (k.valid) {
@@ -138,17 +154,18 @@ struct BwdBufs {
 };
 
 template <int NS>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 2)
 scan_bwd_kernel(TrainScanParams p, const float* __restrict__ cs, int64_t ld_cs, const float* __restrict__ dout,
                 int64_t ld_dout, TrainScanGrads g, BwdBufs w) {
-  constexpr int ST = kLanes / NS;  // positions between flushes of the dB/dC tiles (and recompute tile)
-  constexpr int RT = ST / 2;       // positions of the reverse pass whose inputs are loaded ahead
-  extern __shared__ float smem[];  // sB[ST][kChannels][N], sC[ST][kChannels][N]
+  constexpr int ST = kLanes / NS;  // positions of a recompute tile
+  constexpr int FS = ST / 2;       // positions between flushes of dB/dC (double-buffered slots)
+  constexpr int RT = FS;           // positions of a reverse tile (<= FS: see the flush)
+  extern __shared__ float smem[];  // sB[2*FS][kChannels][N], sC[2*FS][kChannels][N]
   const Coord k = coord(p.channels);
   const int64_t N = p.dstate, len = p.len, C = p.channels, b = k.b, cc = k.cc;
   const int64_t T = p.batch * len, cb = blockIdx.x;
   float* sB = smem;
-  float* sC = smem + ST * kChannels * N;
+  float* sC = smem + 2 * FS * kChannels * N;
   float A[NS], dh[NS], dA[NS], h0[NS];
 #pragma unroll
   for (int i = 0; i < NS; ++i) {
@@ -201,7 +218,9 @@ scan_bwd_kernel(TrainScanParams p, const float* __restrict__ cs, int64_t ld_cs, 
         }
       }
     }
-    // Reverse through the chunk, RT positions at a time (inputs of the tile loaded first).
+    // Reverse through the chunk, RT positions at a time: the tile's inputs are loaded first, then
+    // (1) what does not depend on the reverse recurrence, (2) the recurrence over dh, (3) the sums
+    // over states, the outputs and the dB/dC flushes.
     for (int64_t j1 = m - 1; j1 >= 0; j1 -= RT) {
       float rd[RT], ru[RT], rz[RT], rg[RT], rB[RT][NS], rC[RT][NS], rh[RT][NS], rhp[RT][NS];
 #pragma unroll
@@ -221,66 +240,85 @@ scan_bwd_kernel(TrainScanParams p, const float* __restrict__ cs, int64_t ld_cs, 
           rhp[q][i] = n < N ? (j > 0 ? H[(j - 1) * N + n] : h0[i]) : 0.0f;
         }
       }
+      float dtq[RT], a[RT][NS], dyq[RT], dzq[RT], dspq[RT];
 #pragma unroll
       for (int q = 0; q < RT; ++q) {
-        const int64_t j = j1 - q;
-        if (j < 0) break;  // uniform across the block
-        const int64_t t = t0 + j, row = b * len + t;
         const float pre = rd[q] + bias;
-        const float dt = p.softplus ? softplus_f(pre) : pre;
-        const float u = ru[q];
+        dtq[q] = p.softplus ? softplus_f(pre) : pre;
+        dspq[q] = p.softplus ? (pre > 20.0f ? 1.0f : sigmoid_f(pre)) : 1.0f;
+#pragma unroll
+        for (int i = 0; i < NS; ++i) a[q][i] = expf(dtq[q] * A[i]);
         float y = 0.0f;
 #pragma unroll
         for (int i = 0; i < NS; ++i) y += rh[q][i] * rC[q][i];
         y = group_sum(y);
-        if (p.D) y += Dc * u;
+        if (p.D) y += Dc * ru[q];
         const float go = rg[q];
-        float dy = go, dzv = 0.0f;
+        dyq[q] = go;
+        dzq[q] = 0.0f;
         if (p.z) {
-          const float zz = rz[q];
-          dzv = go * y * dsilu_f(zz);
-          dy = go * silu_f(zz);
+          dzq[q] = go * y * dsilu_f(rz[q]);
+          dyq[q] = go * silu_f(rz[q]);
         }
+      }
+      float ddtl[RT], dul[RT];
+#pragma unroll
+      for (int q = 0; q < RT; ++q) {
+        const int64_t j = j1 - q;
+        const bool in = j >= 0;  // uniform across the block
+        const int64_t t = t0 + j;
+        const float dt = dtq[q], u = ru[q], dy = dyq[q];
+        const int slot = in ? int(t % (2 * FS)) : 0;
         float ddt = 0.0f, du = 0.0f;
-        const int slot = int(t % ST);
 #pragma unroll
         for (int i = 0; i < NS; ++i) {
           const int64_t n = k.lane + kLanes * i;
-          const float a = expf(dt * A[i]);
           const float dhn = dh[i] + dy * rC[q][i];
-          const float da = dhn * rhp[q][i] * a;
+          const float da = dhn * rhp[q][i] * a[q][i];
           ddt += da * A[i] + dhn * rB[q][i] * u;
-          dA[i] += da * dt;
           du += dhn * dt * rB[q][i];
-          if (n < N) {
-            sC[(slot * kChannels + k.ch) * N + n] = k.valid ? dy * rh[q][i] : 0.0f;
-            sB[(slot * kChannels + k.ch) * N + n] = k.valid ? dhn * dt * u : 0.0f;
+          if (in) {
+            dA[i] += da * dt;
+            dh[i] = dhn * a[q][i];
+            if (n < N) {
+              sC[(slot * kChannels + k.ch) * N + n] = k.valid ? dy * rh[q][i] : 0.0f;
+              sB[(slot * kChannels + k.ch) * N + n] = k.valid ? dhn * dt * u : 0.0f;
+            }
           }
-          dh[i] = dhn * a;
         }
-        ddt = group_sum(ddt);
-        du = group_sum(du);
+        ddtl[q] = ddt;
+        dul[q] = du;
+      }
+#pragma unroll
+      for (int q = 0; q < RT; ++q) {
+        const int64_t j = j1 - q;
+        float ddt = group_sum(ddtl[q]);
+        float du = group_sum(dul[q]);
+        if (j < 0) break;  // uniform across the block
+        const int64_t t = t0 + j, row = b * len + t;
+        const float dy = dyq[q];
         if (p.D) {
           du += dy * Dc;
-          dD += dy * u;
+          dD += dy * ru[q];
         }
-        const float dpre = p.softplus ? (pre > 20.0f ? ddt : ddt * sigmoid_f(pre)) : ddt;
+        const float dpre = ddt * dspq[q];
         db += dpre;
         if (k.lane == 0 && k.valid) {
           if (g.du) g.du[row * g.ld_du + k.c] = du;
           if (g.ddelta) g.ddelta[row * g.ld_ddelta + k.c] = dpre;
-          if (g.dz) g.dz[row * g.ld_dz + k.c] = dzv;
+          if (g.dz) g.dz[row * g.ld_dz + k.c] = dzq[q];
         }
-        if (slot == 0) {  // positions t .. t+cnt-1 are in slots 0 .. cnt-1: sum the block's channels
+        if (t % FS == 0) {  // positions t .. t+cnt-1 are in slots base .. base+cnt-1: sum the block's channels
           __syncthreads();
-          const int64_t cnt = (len - t < ST) ? len - t : ST;
+          const int64_t cnt = (len - t < FS) ? len - t : FS;
+          const int64_t base = t % (2 * FS);
           for (int64_t qq = threadIdx.x; qq < cnt * N; qq += kThreads) {
             const int64_t jj = qq / N, n = qq % N;
             float sb = 0.0f, sc = 0.0f;
 #pragma unroll
             for (int ch = 0; ch < kChannels; ++ch) {
-              sb += sB[(jj * kChannels + ch) * N + n];
-              sc += sC[(jj * kChannels + ch) * N + n];
+              sb += sB[((base + jj) * kChannels + ch) * N + n];
+              sc += sC[((base + jj) * kChannels + ch) * N + n];
             }
             const int64_t o = (cb * T + row + jj) * N + n;
             w.pB[o] = sb;
@@ -399,7 +437,7 @@ void scan_backward(const TrainScanParams& p, const float* chunk_states, int64_t 
   if (p.len > 0) {
     dim3 grid(unsigned(CB), unsigned(p.batch));
     const int ns = ns_for(N);
-    const size_t shm = size_t(2 * (kLanes / ns) * kChannels * N) * sizeof(float);
+    const size_t shm = size_t(2 * 2 * (kLanes / ns / 2) * kChannels * N) * sizeof(float);  // sB, sC: 2*FS slots each
     switch (ns) {
       case 1: scan_bwd_kernel<1><<<grid, kThreads, shm, s>>>(p, chunk_states, ld_cs, dout, ld_dout, g, w); break;
       case 2: scan_bwd_kernel<2><<<grid, kThreads, shm, s>>>(p, chunk_states, ld_cs, dout, ld_dout, g, w); break;

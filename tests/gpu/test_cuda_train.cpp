@@ -191,7 +191,9 @@ ScanData scan_data(Backends& b, const ScanCase& s) {
   d.xdbl = b.pair(randn(size_t(T * (R + 2 * s.N))), T, R + 2 * s.N);
   d.xz = b.pair(randn(size_t(T * 2 * s.C)), T, 2 * s.C);
   d.u = b.pair(randn(size_t(T * s.C)), T, s.C, 1);
-  d.delta = b.pair(randn(size_t(T * s.C), 0.5f, s.softplus ? -1.0f : 0.05f), T, s.C);
+  // Without softplus, delta is dt itself: keep it positive (a negative dt makes the state grow
+  // without bound, and the comparison meaningless).
+  d.delta = b.pair(s.softplus ? randn(size_t(T * s.C), 0.5f, -1.0f) : randu(size_t(T * s.C), 0.01f, 0.2f), T, s.C);
   d.A = b.pair(randn(size_t(s.C * s.N), 0.5f), s.C, s.N);
   b.cpu.neg_exp(d.A.cpu, d.A.cpu);
   b.gpu.neg_exp(d.A.gpu, d.A.gpu);
