@@ -12,8 +12,6 @@
 // Recompute chunk 64 stores the scan state every 64 positions and recomputes the rest in the
 // backward; chunk 1 stores the state at every position ("no recomputation" of the scan states:
 // the backward reads each state from memory, which is what a non-recomputing implementation keeps).
-// The conv, norm and projection outputs are recomputed in the backward in both cases (TrainableMamba
-// keeps only the residual stream, in_proj's output and the scan output per layer).
 //
 //   dnamba_bench_train [--d-model N] [--layers N] [--seq-len N] [--batch N] [--repeats N]
 //                      [--chunks 64,1] [--dtypes fp32,bf16]

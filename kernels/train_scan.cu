@@ -5,21 +5,13 @@
 //   out = y * silu(z)
 //
 // Launch limits: a group of 16 lanes per (sequence b, channel c), each lane NS = ceil(N/16) states
-// (N <= 64); 16 channels a block of 256 threads, at most 128 registers (2 blocks an SM); grid
-// (ceil(C/16), batch <= 65535). The state sums over n are xor-shuffle trees inside the 16 lanes
-// (fixed order).
-// Speed: one thread walks its whole sequence, so the loops work in tiles of positions: a tile's
-// inputs are loaded together, then the work that does not depend on the recurrence runs for every
-// position of the tile (exp, softplus, gates, the sums over states), and only the recurrence itself
-// runs position after position. Full tiles carry no bounds checks (a partial tile's checks would
-// keep the compiler from interleaving positions).
+// (N <= 64); 16 channels a block of 256 threads; grid (ceil(C/16), batch <= 65535). The state sums
+// over n are xor-shuffle trees inside the 16 lanes (fixed order).
 // Backward: each lane keeps the states of its chunk in global scratch (written and read back by the
 // same thread). dB and dC (sums over channels) go through shared memory every FS = 8/NS positions
 // (slots double-buffered, so a tile may run past a flush point): the block sums its 16 channels in order into a per-channel-block partial [CB, T, N], and a second
 // kernel sums the CB partials in order. Parameter gradients get per-sequence partials summed in order
 // over the batch. No atomics: bit-identical results run to run.
-#include <type_traits>
-
 #include "backend/cuda/cuda_check.h"
 #include "kernels/train_kernels.h"
 
@@ -198,16 +190,11 @@ scan_bwd_kernel(TrainScanParams p, const float* __restrict__ cs, int64_t ld_cs, 
       h0[i] = n < N ? cs[(b * w.nch + kc) * ld_cs + cc * N + n] : 0.0f;
       hp[i] = h0[i];
     }
-    // Full tiles run without bounds checks (so the compiler can interleave their positions); the
-    // last, partial tile of a chunk stops at its end.
     for (int64_t j0 = 0; j0 < m; j0 += ST) {
-      auto tile = [&](auto full_tag) {
-      constexpr bool kFull = decltype(full_tag)::value;
       float rd[ST], ru[ST], rB[ST][NS];
 #pragma unroll
       for (int q = 0; q < ST; ++q) {
-        if (!kFull && j0 + q >= m) break;  // uniform across the block
-        const int64_t j = j0 + q;
+        const int64_t j = j0 + q < m ? j0 + q : m - 1;
         const int64_t row = b * len + t0 + j;
         rd[q] = p.delta[row * p.ld_delta + cc];
         ru[q] = p.u[row * p.ld_u + cc];
@@ -220,7 +207,7 @@ scan_bwd_kernel(TrainScanParams p, const float* __restrict__ cs, int64_t ld_cs, 
 #pragma unroll
       for (int q = 0; q < ST; ++q) {
         const int64_t j = j0 + q;
-        if (!kFull && j >= m) break;
+        if (j >= m) break;
         const float pre = rd[q] + bias;
         const float dt = p.softplus ? softplus_f(pre) : pre;
 #pragma unroll
@@ -230,21 +217,15 @@ scan_bwd_kernel(TrainScanParams p, const float* __restrict__ cs, int64_t ld_cs, 
           if (n < N && k.valid) H[j * N + n] = hp[i];
         }
       }
-      };
-      if (j0 + ST <= m) tile(std::true_type{});
-      else tile(std::false_type{});
     }
     // Reverse through the chunk, RT positions at a time: the tile's inputs are loaded first, then
     // (1) what does not depend on the reverse recurrence, (2) the recurrence over dh, (3) the sums
     // over states, the outputs and the dB/dC flushes.
     for (int64_t j1 = m - 1; j1 >= 0; j1 -= RT) {
-      auto tile = [&](auto full_tag) {
-      constexpr bool kFull = decltype(full_tag)::value;
       float rd[RT], ru[RT], rz[RT], rg[RT], rB[RT][NS], rC[RT][NS], rh[RT][NS], rhp[RT][NS];
 #pragma unroll
       for (int q = 0; q < RT; ++q) {
-        if (!kFull && j1 - q < 0) break;  // past the chunk's start (uniform across the block)
-        const int64_t j = j1 - q;
+        const int64_t j = j1 - q >= 0 ? j1 - q : 0;
         const int64_t row = b * len + t0 + j;
         rd[q] = p.delta[row * p.ld_delta + cc];
         ru[q] = p.u[row * p.ld_u + cc];
@@ -262,7 +243,6 @@ scan_bwd_kernel(TrainScanParams p, const float* __restrict__ cs, int64_t ld_cs, 
       float dtq[RT], a[RT][NS], dyq[RT], dzq[RT], dspq[RT];
 #pragma unroll
       for (int q = 0; q < RT; ++q) {
-        if (!kFull && j1 - q < 0) break;
         const float pre = rd[q] + bias;
         dtq[q] = p.softplus ? softplus_f(pre) : pre;
         dspq[q] = p.softplus ? (pre > 20.0f ? 1.0f : sigmoid_f(pre)) : 1.0f;
@@ -285,8 +265,7 @@ scan_bwd_kernel(TrainScanParams p, const float* __restrict__ cs, int64_t ld_cs, 
 #pragma unroll
       for (int q = 0; q < RT; ++q) {
         const int64_t j = j1 - q;
-        if (!kFull && j < 0) break;  // uniform across the block
-        const bool in = true;
+        const bool in = j >= 0;  // uniform across the block
         const int64_t t = t0 + j;
         const float dt = dtq[q], u = ru[q], dy = dyq[q];
         const int slot = in ? int(t % (2 * FS)) : 0;
@@ -313,9 +292,9 @@ scan_bwd_kernel(TrainScanParams p, const float* __restrict__ cs, int64_t ld_cs, 
 #pragma unroll
       for (int q = 0; q < RT; ++q) {
         const int64_t j = j1 - q;
-        if (!kFull && j < 0) break;  // uniform across the block
         float ddt = group_sum(ddtl[q]);
         float du = group_sum(dul[q]);
+        if (j < 0) break;  // uniform across the block
         const int64_t t = t0 + j, row = b * len + t;
         const float dy = dyq[q];
         if (p.D) {
@@ -348,9 +327,6 @@ scan_bwd_kernel(TrainScanParams p, const float* __restrict__ cs, int64_t ld_cs, 
           __syncthreads();
         }
       }
-      };
-      if (j1 - (RT - 1) >= 0) tile(std::true_type{});
-      else tile(std::false_type{});
     }
   }
   if (k.valid) {
