@@ -15,6 +15,7 @@
 #include <numeric>
 #include <thread>
 
+#include "backend/device_list.h"
 #include "common/error.h"
 #include "common/progress.h"
 #include "io/fasta.h"
@@ -39,18 +40,6 @@ std::vector<size_t> assign_track_segments(const std::vector<int64_t>& lengths, s
 
 namespace {
 
-// A worker's error, with the device that raised it.
-std::exception_ptr on_device(const std::string& name, std::exception_ptr e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::bad_alloc&) {
-    return e;
-  } catch (const std::exception& x) {
-    return std::make_exception_ptr(Error(std::string(x.what()) + " (worker on device " + name + ")"));
-  } catch (...) {
-    return std::make_exception_ptr(Error("unknown error (worker on device " + name + ")"));
-  }
-}
 
 struct Cancelled {};  // thrown out of a worker's stream once the run has failed elsewhere
 
@@ -215,7 +204,7 @@ int64_t stream_track_values_multi(const std::vector<std::string>& names, const T
       }
     } catch (const Cancelled&) {
     } catch (...) {
-      fail(on_device(names[i], std::current_exception()));
+      fail(error_on_device(names[i], std::current_exception()));
     }
   };
 

@@ -15,6 +15,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "backend/device_list.h"
 #include "common/progress.h"
 #include "model/tokenizer.h"
 
@@ -136,18 +137,6 @@ struct Batch {
   std::exception_ptr error;
 };
 
-// A worker's failure as an Error naming its device (bad_alloc stays itself).
-std::exception_ptr on_device(const std::string& name, std::exception_ptr e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::bad_alloc&) {
-    return e;
-  } catch (const std::exception& x) {
-    return std::make_exception_ptr(Error(std::string(x.what()) + " (worker on device " + name + ")"));
-  } catch (...) {
-    return std::make_exception_ptr(Error("unknown error (worker on device " + name + ")"));
-  }
-}
 
 }  // namespace
 
@@ -173,7 +162,7 @@ struct ScoreDevicePool::Impl {
       DNAMBA_CHECK(dev.model != nullptr, "ScoreDevicePool: the loader returned no model");
       scorer = std::make_unique<score::GroupScorer>(*dev.model, prm);
     } catch (...) {
-      err = on_device(names[i], std::current_exception());
+      err = error_on_device(names[i], std::current_exception());
     }
     {
       std::lock_guard<std::mutex> lk(mu);
@@ -204,7 +193,7 @@ struct ScoreDevicePool::Impl {
       try {
         scorer->score_groups(b->jobs);
       } catch (...) {
-        e = on_device(names[i], std::current_exception());
+        e = error_on_device(names[i], std::current_exception());
         failed = e;
       }
       {

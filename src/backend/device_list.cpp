@@ -51,4 +51,16 @@ std::string device_list_name(const std::vector<std::string>& devices) {
   return s;
 }
 
+std::exception_ptr error_on_device(const std::string& name, std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::bad_alloc&) {
+    return e;
+  } catch (const std::exception& x) {
+    return std::make_exception_ptr(Error(std::string(x.what()) + " (worker on device " + name + ")"));
+  } catch (...) {
+    return std::make_exception_ptr(Error("unknown error (worker on device " + name + ")"));
+  }
+}
+
 }  // namespace dnamba

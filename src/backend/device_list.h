@@ -1,5 +1,6 @@
 // `--device` values that name several devices: `cuda:0,1` (a list) and `cuda:all`.
 #pragma once
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -17,5 +18,8 @@ std::vector<std::string> parse_device_list(const std::string& spec, int gpu_coun
 
 // The value shown for a list of devices (header lines, messages): "cuda:0,1", "cuda:0,0"; one device: its name.
 std::string device_list_name(const std::vector<std::string>& devices);
+
+// A worker's failure as an Error that ends "(worker on device NAME)"; std::bad_alloc stays itself.
+std::exception_ptr error_on_device(const std::string& name, std::exception_ptr e);
 
 }  // namespace dnamba

@@ -18,22 +18,15 @@
 #include "io/vcf.h"
 #include "model/mamba_lm.h"
 #include "pipeline/variant_stream.h"
+#include "test_util.h"
 
 using namespace dnamba;
+using dnamba::test::error_of;
 namespace fs = std::filesystem;
 
 namespace {
 
 const std::string kTinyModel = std::string(DNAMBA_TESTDATA_DIR) + "/score/tiny_model";
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 }  // namespace
 

@@ -25,20 +25,12 @@
 #include "test_util.h"
 
 using namespace dnamba;
+using dnamba::test::error_of;
 namespace fs = std::filesystem;
 
 namespace {
 
 std::string tiny_model() { return test::golden("hf_mamba_tiny"); }
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 std::string slurp(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);

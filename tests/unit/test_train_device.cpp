@@ -5,22 +5,11 @@
 
 #include "backend/backend.h"
 #include "train/train_backend.h"
+#include "test_util.h"
 
 using namespace dnamba;
+using dnamba::test::error_of;
 using namespace dnamba::train;
-
-namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-}  // namespace
 
 TEST(TrainDevice, CpuTrainsInFp32Only) {
   EXPECT_EQ(make_train_backend("cpu", 1)->name(), "cpu");

@@ -2,8 +2,11 @@
 #pragma once
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <string>
 #include <vector>
+
+#include "common/error.h"
 
 namespace dnamba::test {
 
@@ -30,6 +33,16 @@ inline double max_abs_diff(const std::vector<float>& a, const std::vector<float>
 inline std::string golden(const std::string& sub) {
   const char* env = std::getenv("DNAMBA_GOLDEN_DIR");
   return std::string(env && *env ? env : DNAMBA_GOLDEN_DIR) + "/" + sub;
+}
+
+// The message of the dnamba::Error that f throws ("" when it throws none).
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 }  // namespace dnamba::test
