@@ -205,16 +205,22 @@ void CpuBackend::conv1d_silu(const Tensor& x, const Tensor& weight, const Tensor
       float* st = state.data<float>() + b * state.ld;
       const float* xb = x.data<float>() + b * len * x.ld;
       float* ob = out.data<float>() + b * len * out.ld;
+      // The block's taps transposed ([k][c]), so that the inner loops run over contiguous channels.
+      float wt[64 * CB];
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t c = c0; c < c1; ++c) wt[k * CB + (c - c0)] = w[c * weight.ld + k];
       for (int64_t t = 0; t < len; ++t) {
         float* o = ob + t * out.ld;
         for (int64_t c = c0; c < c1; ++c) o[c] = bp ? bp[c] : 0.0f;
         for (int64_t k = 0; k < K; ++k) {
           const int64_t src = t - S + k;  // input time of tap k
+          const float* wk = wt + k * CB;
           if (src >= 0) {
-            const float* xr = xb + src * x.ld;
-            for (int64_t c = c0; c < c1; ++c) o[c] += w[c * weight.ld + k] * xr[c];
+            const float* xr = xb + src * x.ld + c0;
+            float* oc = o + c0;
+            for (int64_t i = 0; i < c1 - c0; ++i) oc[i] += wk[i] * xr[i];
           } else {
-            for (int64_t c = c0; c < c1; ++c) o[c] += w[c * weight.ld + k] * st[c * S + (S + src)];
+            for (int64_t c = c0; c < c1; ++c) o[c] += wk[c - c0] * st[c * S + (S + src)];
           }
         }
         for (int64_t c = c0; c < c1; ++c) o[c] = silu(o[c]);
