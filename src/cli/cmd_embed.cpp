@@ -261,7 +261,7 @@ int cmd_embed(int argc, char** argv) {
   if (!from_reads && ref.empty()) throw Error("give --ref FASTA or --reads BAM/CRAM/SAM (see --help)");
   if (from_reads && (!regions.empty() || !regions_file.empty()))
     throw Error("--region/--regions-file select parts of a reference; they do not apply to --reads");
-  if (co.chunk <= 0) throw Error("--chunk must be positive");
+  if (co.chunk < 0) throw Error("--chunk must be positive");
   if (out_dtype != "float32" && out_dtype != "float16") throw Error("--out-dtype must be float32 or float16, not '" + out_dtype + "'");
   if (batch < 0) throw Error("--batch must be >= 0");
   if (min_mapq < 0 || min_mapq > 255) throw Error("--min-mapq must be in 0..255");
@@ -319,6 +319,7 @@ int cmd_embed(int argc, char** argv) {
                 std::to_string(max_npy_rows) + "; write .zarr instead (or raise the limit)");
 
   auto be = make_backend_from(co);
+  co.chunk = auto_chunk(co.chunk, be->is_gpu());
   // Masked-LM (Caduceus) models run windowed through pipeline/caduceus_embed; causal ones stream.
   std::optional<CaduceusModel> cad;
   std::optional<MambaLM> causal;

@@ -73,7 +73,7 @@ int cmd_track(int argc, char** argv) {
   po::variables_map vm;
   if (!parse_or_help(argc, argv, d, kUsage, vm)) return 0;
   if (what != "loglik" && what != "entropy") throw Error("--what must be loglik or entropy, not '" + what + "'");
-  if (co.chunk <= 0) throw Error("--chunk must be positive");
+  if (co.chunk < 0) throw Error("--chunk must be positive");
   const Shard shard = shard_spec.empty() ? Shard{} : parse_shard(shard_spec);
   std::string lower = out;
   std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return char(std::tolower(c)); });
@@ -131,6 +131,7 @@ int cmd_track(int argc, char** argv) {
   // One device: its backend, here. Several (--device cuda:0,1): one worker each (pipeline/track_devices.h).
   const std::vector<std::string> devices = devices_from(co);
   const bool multi = devices.size() > 1;
+  co.chunk = auto_chunk(co.chunk, devices[0] != "cpu");
   std::unique_ptr<Backend> be;
   if (!multi) be = make_backend_for(co, devices[0]);
   // Masked-LM (Caduceus) models run windowed through pipeline/caduceus_track; causal ones stream.

@@ -27,8 +27,15 @@ po::options_description common_options(CommonOptions& o, bool with_chunk, bool m
       ("quiet,q", po::bool_switch(&o.quiet), "no progress on stderr");
   if (with_chunk)
     d.add_options()("chunk", po::value(&o.chunk)->default_value(o.chunk)->value_name("N"),
-                    "bases per model call; state is carried across chunks, so results do not depend on it");
+                    o.chunk == 0 ? "bases per model call (0: 1048576 on a GPU, 65536 on the CPU); state is carried across "
+                                   "chunks, so results do not depend on it"
+                                 : "bases per model call; state is carried across chunks, so results do not depend on it");
   return d;
+}
+
+int64_t auto_chunk(int64_t chunk, bool gpu) {
+  if (chunk < 0) throw Error("--chunk must be positive");
+  return chunk > 0 ? chunk : gpu ? int64_t(1) << 20 : int64_t(1) << 16;
 }
 
 std::string default_model_dir() {

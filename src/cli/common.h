@@ -17,9 +17,12 @@ struct CommonOptions {
   std::string dtype;
   int threads = 0;
   bool quiet = false;
-  int64_t chunk = int64_t(1) << 20;
+  int64_t chunk = 0;  // 0: auto_chunk() once the device is known
 };
 
+// --chunk 0 (the default of track and embed): 2^20 bases per model call on a GPU, 65,536 on the CPU
+// (the CPU is no faster with larger calls, and the workspace grows with them).
+int64_t auto_chunk(int64_t chunk, bool gpu);
 // --model, --device, --dtype, --threads, --quiet (and --chunk when with_chunk). multi_device: the
 // command takes device lists (cuda:0,1, cuda:all; see devices_from), and --help says so.
 po::options_description common_options(CommonOptions& o, bool with_chunk, bool multi_device = false);

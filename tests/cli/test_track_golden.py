@@ -179,7 +179,7 @@ for bad, expect in [(["--region", "nope:1-5"], "nope"), (["--region", "seq0:1-10
 
 # Option errors: one line naming the option, non-zero exit, no output file.
 fa0, bad_out = os.path.join(tmp, "v0.fa"), os.path.join(tmp, "bad_opt.bedgraph")
-for bad, expect in [(["--what", "gc"], "--what"), (["--chunk", "0"], "--chunk"), (["--dtype", "fp8"], "--dtype"),
+for bad, expect in [(["--what", "gc"], "--what"), (["--chunk=-3"], "--chunk"), (["--dtype", "fp8"], "--dtype"),
                     (["--device", "tpu"], "--device"), (["--device", "cpu", "--dtype", "bf16"], "--dtype"),
                     (["--threads", "-1"], "--threads"), (["--bogus"], "bogus")]:
     r = subprocess.run([DNAMBA, "track", "--model", os.path.join(GOLDEN, "hf_mamba_tiny"), "--ref", fa0, *bad,
