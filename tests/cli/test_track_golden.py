@@ -165,14 +165,15 @@ for vi, args in enumerate(variants):
     compare(run_track(md, fa, os.path.join(tmp, f"v{vi}.bedgraph"), "--chunk", "77"), want, ids,
             f"variant {vi} ({' '.join(args)}) vs numpy")
 
-# ---- 3. stdout and bad inputs
-r = subprocess.run([DNAMBA, "track", "--model", os.path.join(GOLDEN, "hf_mamba_tiny"), "--ref", os.path.join(tmp, "v0.fa"),
+# ---- 3. stdout and bad inputs (with section 2's first model, so they run without the golden folders)
+model0 = os.path.join(tmp, "model0")
+r = subprocess.run([DNAMBA, "track", "--model", model0, "--ref", os.path.join(tmp, "v0.fa"),
                     "--region", "seq0:10-20", "-o", "-", "-q"], capture_output=True, text=True)
 lines = r.stdout.strip().split("\n")
 check(r.returncode == 0 and len(lines) == 10 and lines[0].split("\t")[1] == "10",
       f"--region seq0:10-20 to stdout gives 10 lines starting at 0-based 10 (got {len(lines)})")
 for bad, expect in [(["--region", "nope:1-5"], "nope"), (["--region", "seq0:1-100000"], "seq0")]:
-    r = subprocess.run([DNAMBA, "track", "--model", os.path.join(GOLDEN, "hf_mamba_tiny"), "--ref", os.path.join(tmp, "v0.fa"),
+    r = subprocess.run([DNAMBA, "track", "--model", model0, "--ref", os.path.join(tmp, "v0.fa"),
                         *bad, "-o", os.path.join(tmp, "bad.bedgraph")], capture_output=True, text=True)
     check(r.returncode != 0 and expect in r.stderr and not os.path.exists(os.path.join(tmp, "bad.bedgraph")),
           f"bad input {bad} fails naming '{expect}' and leaves no output: {r.stderr.strip()}")
@@ -182,7 +183,7 @@ fa0, bad_out = os.path.join(tmp, "v0.fa"), os.path.join(tmp, "bad_opt.bedgraph")
 for bad, expect in [(["--what", "gc"], "--what"), (["--chunk=-3"], "--chunk"), (["--dtype", "fp8"], "--dtype"),
                     (["--device", "tpu"], "--device"), (["--device", "cpu", "--dtype", "bf16"], "--dtype"),
                     (["--threads", "-1"], "--threads"), (["--bogus"], "bogus")]:
-    r = subprocess.run([DNAMBA, "track", "--model", os.path.join(GOLDEN, "hf_mamba_tiny"), "--ref", fa0, *bad,
+    r = subprocess.run([DNAMBA, "track", "--model", model0, "--ref", fa0, *bad,
                         "-o", bad_out], capture_output=True, text=True)
     err = r.stderr.strip()
     check(r.returncode != 0 and expect in err and len(err.splitlines()) == 1 and not os.path.exists(bad_out),

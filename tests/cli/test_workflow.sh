@@ -7,11 +7,12 @@
 # In both, the gathered outputs must equal one unsharded dnamba run over the whole input:
 #   score.vcf.gz: the same records and INFO (scores included) as `bcftools query` prints them, + .tbi;
 #   track.bedgraph.gz: the same lines (and track.bw exists); embed.zarr: the same arrays, exactly.
-# Env: DNAMBA, DNAMBA_DATA_DIR, DNAMBA_SOURCE_DIR (set by ctest). KEEP=1 keeps the work directory.
+# Env: DNAMBA, DNAMBA_SOURCE_DIR (set by ctest). Data: testdata/yeast_slice (the first 20 kb of yeast
+# I, II, III and 2 kb of Mito from ../shared/data/yeast, with their variants), so the test stands alone. KEEP=1 keeps the work directory.
 set -euo pipefail
-: "${DNAMBA:?}" "${DNAMBA_DATA_DIR:?}" "${DNAMBA_SOURCE_DIR:?}"
+: "${DNAMBA:?}" "${DNAMBA_SOURCE_DIR:?}"
 SRC=$DNAMBA_SOURCE_DIR
-YEAST=$DNAMBA_DATA_DIR/yeast
+YEAST=$DNAMBA_SOURCE_DIR/testdata/yeast_slice
 PY=/usr/bin/python3
 failures=0
 ok() { echo "ok   $*"; }
@@ -21,7 +22,7 @@ check() { local msg=$1; shift; if "$@"; then ok "$msg"; else fail "$msg"; fi; }
 for t in snakemake bcftools samtools bgzip tabix sbatch slurmctld slurmd munged; do
   command -v "$t" >/dev/null || [ -x "/usr/sbin/$t" ] || { echo "FAIL: $t is not installed (scripts/install-deps.sh)"; exit 1; }
 done
-[ -f "$YEAST/yeast_r64.fa.gz" ] || { echo "FAIL: no $YEAST/yeast_r64.fa.gz"; exit 1; }
+[ -f "$YEAST/yeast_r64_slice.fa.gz" ] || { echo "FAIL: no $YEAST/yeast_r64_slice.fa.gz"; exit 1; }
 
 W=$(mktemp -d /tmp/dnamba_workflow.XXXXXX)
 CLUSTER=$W/slurm-cluster
@@ -35,9 +36,9 @@ export USER=${USER:-$(id -un)}  # Snakemake's SLURM executor reads $USER (sacct 
 
 # ---- inputs: 3 chromosome starts (20 kb each, names and coordinates kept), their variants, a small model
 REGS="I:1-20000 II:1-20000 III:1-20000"
-samtools faidx "$YEAST/yeast_r64.fa.gz" $REGS | sed 's/^>\([^:]*\):.*/>\1/' | bgzip > "$W/ref.fa.gz"
+samtools faidx "$YEAST/yeast_r64_slice.fa.gz" $REGS | sed 's/^>\([^:]*\):.*/>\1/' | bgzip > "$W/ref.fa.gz"
 samtools faidx "$W/ref.fa.gz"
-bcftools view -Oz -o "$W/raw.vcf.gz" -r "$(echo $REGS | tr ' ' ,)" "$YEAST/yeast_variants.vcf.gz"
+bcftools view -Oz -o "$W/raw.vcf.gz" -r "$(echo $REGS | tr ' ' ,)" "$YEAST/yeast_variants_slice.vcf.gz"
 bcftools reheader -f "$W/ref.fa.gz.fai" -o "$W/in.vcf.gz" "$W/raw.vcf.gz"
 tabix -p vcf "$W/in.vcf.gz"
 n_in=$(bcftools view -H "$W/in.vcf.gz" | wc -l)

@@ -4,9 +4,10 @@
 #    unsharded output exactly (bedGraph lines; VCF records and scores via bcftools query; Zarr arrays);
 #  - empty shards write valid empty outputs; bad values (0/3, 4/3, 2, a/b, 1/0) and score --shard on
 #    stdin fail with a message naming --shard and leave no output file.
-# Env: DNAMBA, DNAMBA_DATA_DIR, DNAMBA_SOURCE_DIR (set by ctest).
+# Env: DNAMBA, DNAMBA_SOURCE_DIR (set by ctest). Data: testdata/yeast_slice (the first 20 kb of yeast
+# I, II, III and 2 kb of Mito from ../shared/data/yeast, with their variants), so the test stands alone.
 set -euo pipefail
-: "${DNAMBA:?}" "${DNAMBA_DATA_DIR:?}" "${DNAMBA_SOURCE_DIR:?}"
+: "${DNAMBA:?}" "${DNAMBA_SOURCE_DIR:?}"
 PY=/usr/bin/python3
 failures=0
 ok() { echo "ok   $*"; }
@@ -16,10 +17,10 @@ W=$(mktemp -d /tmp/dnamba_shard.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 
 # 4 contigs of different lengths from yeast (names kept), their variants, a small model.
-samtools faidx "$DNAMBA_DATA_DIR/yeast/yeast_r64.fa.gz" I:1-9000 II:1-3000 III:1-6000 Mito:1-2000 |
+samtools faidx "$DNAMBA_SOURCE_DIR/testdata/yeast_slice/yeast_r64_slice.fa.gz" I:1-9000 II:1-3000 III:1-6000 Mito:1-2000 |
   sed 's/^>\([^:]*\):.*/>\1/' > "$W/ref.fa"
 samtools faidx "$W/ref.fa"
-bcftools view -Oz -o "$W/raw.vcf.gz" -r I:1-9000,II:1-3000,III:1-6000 "$DNAMBA_DATA_DIR/yeast/yeast_variants.vcf.gz"
+bcftools view -Oz -o "$W/raw.vcf.gz" -r I:1-9000,II:1-3000,III:1-6000 "$DNAMBA_SOURCE_DIR/testdata/yeast_slice/yeast_variants_slice.vcf.gz"
 bcftools reheader -f "$W/ref.fa.fai" -o "$W/in.vcf.gz" "$W/raw.vcf.gz"
 $PY "$DNAMBA_SOURCE_DIR/scripts/make_untrained_model.py" "$W/m" --d-model 16 --n-layer 2 --d-state 4 >/dev/null
 C=(--model "$W/m" --device cpu --threads 1 -q)
