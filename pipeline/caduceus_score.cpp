@@ -84,43 +84,32 @@ std::vector<std::string> caduceus_score_header_lines(const CaduceusModel& m, con
 
 namespace {
 
-// Reference of one contig region, refetched in blocks as the records move on (any order works).
+// The reference around the records (io::ReferenceWindow, blocks from 64 kb before a request) plus,
+// per block, prefix counts of the bases other than A,C,G,T.
 class RefCache {
  public:
-  explicit RefCache(io::FastaReader& r) : reader_(r) {}
-  int64_t length(const std::string& contig) {
-    auto it = len_.find(contig);
-    if (it == len_.end()) it = len_.emplace(contig, reader_.contig_length(contig)).first;
-    return it->second;
-  }
+  explicit RefCache(io::FastaReader& r) : win_(r, int64_t(1) << 16) {}
+  int64_t length(const std::string& contig) { return win_.length(contig); }
   std::string_view get(const std::string& contig, int64_t beg, int64_t end) {
-    if (contig != contig_ || beg < beg_ || end > beg_ + int64_t(seq_.size())) {
-      const int64_t L = length(contig);
-      const int64_t b = std::max<int64_t>(0, beg - (int64_t(1) << 16));
-      const int64_t e = std::min(L, std::max(end, beg + (int64_t(1) << 21)));
-      reader_.set_regions({io::Region{contig, b, e}});
-      seq_.clear();
-      io::SequencePiece piece;
-      while (reader_.next(piece, e - b)) seq_ += piece.seq;
-      DNAMBA_CHECK(int64_t(seq_.size()) == e - b, "reference fetch returned a short sequence");
-      contig_ = contig;
-      beg_ = b;
-      other_.assign(seq_.size() + 1, 0);
-      for (size_t i = 0; i < seq_.size(); ++i) other_[i + 1] = other_[i] + (score::is_acgt(seq_[i]) ? 0 : 1);
+    const std::string_view v = win_.get(contig, beg, end);
+    if (win_.fetches() != counted_) {
+      const std::string& seq = win_.block();
+      other_.assign(seq.size() + 1, 0);
+      for (size_t i = 0; i < seq.size(); ++i) other_[i + 1] = other_[i] + (score::is_acgt(seq[i]) ? 0 : 1);
+      counted_ = win_.fetches();
     }
-    return std::string_view(seq_).substr(size_t(beg - beg_), size_t(end - beg));
+    return v;
   }
   // Whether [beg, end) holds a base other than A,C,G,T (after get() of a range containing it).
   bool has_other(int64_t beg, int64_t end) const {
-    return other_[size_t(end - beg_)] != other_[size_t(beg - beg_)];
+    const int64_t b0 = win_.block_begin();
+    return other_[size_t(end - b0)] != other_[size_t(beg - b0)];
   }
 
  private:
-  io::FastaReader& reader_;
-  std::unordered_map<std::string, int64_t> len_;
-  std::string contig_, seq_;
-  std::vector<int64_t> other_;  // other_[i]: bases of seq_[0, i) that are not A,C,G,T
-  int64_t beg_ = 0;
+  io::ReferenceWindow win_;
+  std::vector<int64_t> other_;  // other_[i]: bases of the block's [0, i) that are not A,C,G,T
+  int64_t counted_ = -1;        // the fetch other_ belongs to
 };
 
 struct Site {

@@ -80,32 +80,6 @@ std::vector<std::string> score_header_lines(const score::ScoreParams& prm, const
 
 namespace {
 
-// A window of the current contig's reference, refetched in large blocks as the input moves on.
-class RefWindow {
- public:
-  explicit RefWindow(io::FastaReader& r) : reader_(r) {}
-  std::string_view get(const std::string& contig, int64_t beg, int64_t end) {
-    if (contig != contig_ || beg < beg_ || end > beg_ + int64_t(seq_.size())) {
-      const int64_t L = reader_.contig_length(contig);
-      const int64_t b = std::max<int64_t>(0, beg - (int64_t(1) << 17));
-      const int64_t e = std::min(L, std::max(end, beg + (int64_t(1) << 21)));
-      reader_.set_regions({io::Region{contig, b, e}});
-      seq_.clear();
-      io::SequencePiece piece;
-      while (reader_.next(piece, e - b)) seq_ += piece.seq;
-      DNAMBA_CHECK(int64_t(seq_.size()) == e - b, "reference fetch returned a short sequence");
-      contig_ = contig;
-      beg_ = b;
-    }
-    return std::string_view(seq_).substr(size_t(beg - beg_), size_t(end - beg));
-  }
-
- private:
-  io::FastaReader& reader_;
-  std::string contig_, seq_;
-  int64_t beg_ = 0;
-};
-
 struct Allele {
   Flag flag = Flag::None;
   StrandAllele fwd, rev;
@@ -276,7 +250,7 @@ class Streamer {
   // Exactly one of model (one device, run in this thread) and pool (several workers).
   Streamer(MambaLM* model, ScoreDevicePool::Impl* pool, io::FastaReader& ref, io::VcfReader& in,
            bcf_hdr_t* out_hdr, io::VcfWriter& out, const score::ScoreParams& prm, bool quiet)
-      : ref_(ref), win_(ref), in_(in), hdr_(out_hdr), out_(out), prm_(prm), pool_(pool),
+      : ref_(ref), win_(ref, int64_t(1) << 17), in_(in), hdr_(out_hdr), out_(out), prm_(prm), pool_(pool),
         progress_("score", quiet) {
     if (model) scorer_ = std::make_unique<score::GroupScorer>(*model, prm);
     DNAMBA_CHECK((model != nullptr) != (pool != nullptr), "score: one model or one device pool");
@@ -536,7 +510,7 @@ class Streamer {
 
 
   io::FastaReader& ref_;
-  RefWindow win_;
+  io::ReferenceWindow win_;  // blocks from 128 kb before a request
   io::VcfReader& in_;
   bcf_hdr_t* hdr_;
   io::VcfWriter& out_;

@@ -558,4 +558,27 @@ bool FastaReader::next(SequencePiece& out, int64_t max_len) {
   return impl_->has_index ? impl_->next_indexed(out, max_len) : impl_->next_sequential(out, max_len);
 }
 
+int64_t ReferenceWindow::length(const std::string& contig) {
+  auto it = len_.find(contig);
+  if (it == len_.end()) it = len_.emplace(contig, reader_.contig_length(contig)).first;
+  return it->second;
+}
+
+std::string_view ReferenceWindow::get(const std::string& contig, int64_t beg, int64_t end) {
+  if (contig != contig_ || beg < beg_ || end > beg_ + int64_t(seq_.size())) {
+    const int64_t L = length(contig);
+    const int64_t b = std::max<int64_t>(0, beg - back_);
+    const int64_t e = std::min(L, std::max(end, beg + (int64_t(1) << 21)));
+    reader_.set_regions({Region{contig, b, e}});
+    seq_.clear();
+    SequencePiece piece;
+    while (reader_.next(piece, e - b)) seq_ += piece.seq;
+    DNAMBA_CHECK(int64_t(seq_.size()) == e - b, "reference fetch returned a short sequence");
+    contig_ = contig;
+    beg_ = b;
+    ++fetches_;
+  }
+  return std::string_view(seq_).substr(size_t(beg - beg_), size_t(end - beg));
+}
+
 }  // namespace dnamba::io

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "io/region.h"
@@ -65,6 +67,28 @@ class FastaReader {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+};
+
+// A block of one contig's reference from an indexed FASTA, refetched as requests move on (any order
+// works; sorted requests refetch rarely): a new block starts `back` bases before the request and
+// reaches at least 2 Mb past its start, clipped to the contig. Contig lengths are cached.
+class ReferenceWindow {
+ public:
+  ReferenceWindow(FastaReader& reader, int64_t back) : reader_(reader), back_(back) {}
+  int64_t length(const std::string& contig);
+  // Bases [beg, end) of contig (0-based), valid until the next get().
+  std::string_view get(const std::string& contig, int64_t beg, int64_t end);
+  // The block held now: it starts at block_begin() of its contig; fetches() counts the refetches.
+  const std::string& block() const { return seq_; }
+  int64_t block_begin() const { return beg_; }
+  int64_t fetches() const { return fetches_; }
+
+ private:
+  FastaReader& reader_;
+  int64_t back_;
+  std::unordered_map<std::string, int64_t> len_;
+  std::string contig_, seq_;
+  int64_t beg_ = 0, fetches_ = 0;
 };
 
 }  // namespace dnamba::io
