@@ -37,6 +37,16 @@ def load_st(path):
     return out
 
 
+def write_fasta_ids(path, ids, width=60):
+    """FASTA of token rows (7..11 = A,C,G,T,N), one record seq<i> per row."""
+    with open(path, "w") as f:
+        for i, row in enumerate(ids):
+            s = "".join("ACGTN"[t - 7] for t in row)
+            f.write(f">seq{i}\n")
+            for j in range(0, len(s), width):
+                f.write(s[j:j + width] + "\n")
+
+
 def log_softmax(x):
     m = x.max(-1, keepdims=True)
     return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))

@@ -13,20 +13,11 @@ outside dnamba.
 import gzip, os, subprocess, sys, tempfile
 import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dnamba_testlib import check, finish, load_st, log_softmax, np_caduceus
+from dnamba_testlib import check, finish, load_st, log_softmax, np_caduceus, write_fasta_ids as write_fasta
 
 DNAMBA = os.environ["DNAMBA"]
 GOLDEN = os.environ["DNAMBA_GOLDEN_DIR"]
 SRC = os.environ["DNAMBA_SOURCE_DIR"]
-
-
-def write_fasta(path, ids, width=60):
-    with open(path, "w") as f:
-        for i, row in enumerate(ids):
-            s = "".join("ACGTN"[t - 7] for t in row)
-            f.write(f">seq{i}\n")
-            for j in range(0, len(s), width):
-                f.write(s[j:j + width] + "\n")
 
 
 def run_track(model, fa, out, *extra):
