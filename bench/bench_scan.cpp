@@ -2,7 +2,7 @@
 // bf16 u/delta/z/out, fp32 A/D/dt bias, B and C per token (one group), d_state 16, batch 1,
 // z gating on. Random inputs (never zero), CUDA events after warm-up, median of repeats.
 //
-//   dnamba_bench_scan [--repeats N]
+//   dnamba_bench_scan [--repeats N] [--first]   (--first: the reference shape only, e.g. under ncu)
 //
 // Reference: mamba_ssm's selective_scan_fwd took 11.3 ms on the H200 for L = 2^20 x 512.
 #include <cuda_bf16.h>
@@ -30,7 +30,7 @@ struct Result {
 };
 
 template <class T>
-Result bench(int64_t L, int64_t C, int64_t N, int64_t chunk, int repeats, const char* tname, int emu = -1) {
+Result bench(int64_t L, int64_t C, int64_t N, int64_t chunk, int repeats, const char* tname, bool general = false) {
   const size_t es = sizeof(T);
   void *u, *dl, *z, *o, *B, *Cm;
   float *A, *D, *bias, *st;
@@ -62,7 +62,7 @@ Result bench(int64_t L, int64_t C, int64_t N, int64_t chunk, int repeats, const 
   p.u = u; p.ld_u = C; p.delta = dl; p.ld_delta = C; p.z = z; p.ld_z = C;
   p.B = B; p.ld_B = N; p.C = Cm; p.ld_C = N; p.out = o; p.ld_out = C;
   p.A = A; p.ld_A = N; p.D = D; p.dt_bias = bias; p.state = st; p.ld_state = C * N;
-  p.batch = 1; p.len = L; p.channels = C; p.dstate = N; p.chunk = chunk; p.emu_states = emu;
+  p.batch = 1; p.len = L; p.channels = C; p.dstate = N; p.chunk = chunk; p.general = general;
   int sms = 0;
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   auto plan = kernels::selective_scan_plan(p, sms);
@@ -99,8 +99,9 @@ Result bench(int64_t L, int64_t C, int64_t N, int64_t chunk, int repeats, const 
   std::sort(ms.begin(), ms.end());
   Result r;
   char buf[200];
-  std::snprintf(buf, sizeof buf, "scan %s L=%lld C=%lld N=%lld ch=%lld(x%lld) emu%d", tname, (long long)L, (long long)C,
-                (long long)N, (long long)plan.chunk, (long long)plan.nchunks, plan.emu);
+  std::snprintf(buf, sizeof buf, "scan %s L=%lld C=%lld N=%lld ch=%lld(x%lld) %s", tname, (long long)L, (long long)C,
+                (long long)N, (long long)plan.chunk, (long long)plan.nchunks,
+                plan.fast ? "fast" : "general");
   r.name = buf;
   r.median_ms = ms[ms.size() / 2];
   r.min_ms = ms.front();
@@ -118,8 +119,11 @@ Result bench(int64_t L, int64_t C, int64_t N, int64_t chunk, int repeats, const 
 
 int main(int argc, char** argv) {
   int repeats = 20;
-  for (int i = 1; i < argc; ++i)
+  bool first_only = false;  // --first: only the reference shape (for profilers)
+  for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--repeats") && i + 1 < argc) repeats = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--first")) first_only = true;
+  }
   try {
     cudaDeviceProp prop{};
     CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -127,14 +131,17 @@ int main(int argc, char** argv) {
     std::vector<Result> rs;
     const int64_t M = int64_t(1) << 20;
     rs.push_back(bench<__nv_bfloat16>(M, 512, 16, 0, repeats, "bf16"));
+    rs.push_back(bench<__nv_bfloat16>(M, 512, 16, 0, repeats, "bf16", true));
+    if (!first_only) {
     rs.push_back(bench<__nv_bfloat16>(M, 1024, 16, 0, repeats, "bf16"));
     rs.push_back(bench<__nv_bfloat16>(M / 8, 1536, 16, 0, repeats, "bf16"));
     rs.push_back(bench<float>(M, 512, 16, 0, repeats, "fp32"));
-    // Exps on the FMA pipe for 0 / 2 / 4 of the 16 states (the default is in the rows above).
-    for (int emu : {0, 2, 4}) rs.push_back(bench<__nv_bfloat16>(M, 512, 16, 0, repeats, "bf16", emu));
-    rs.push_back(bench<__nv_bfloat16>(M, 1024, 16, 0, repeats, "bf16", 0));
+    // The general kernel (the baseline: what every shape ran before the fast kernel), same run.
+    rs.push_back(bench<__nv_bfloat16>(M, 1024, 16, 0, repeats, "bf16", true));
+    rs.push_back(bench<float>(M, 512, 16, 0, repeats, "fp32", true));
     // Chunk sensitivity on the reference shape.
     for (int64_t ch : {256, 2048}) rs.push_back(bench<__nv_bfloat16>(M, 512, 16, ch, repeats, "bf16"));
+    }
     std::printf("\n%-52s %9s %9s %9s %9s %10s\n", "benchmark", "median_ms", "min_ms", "max_ms", "GB/s", "Gexp2/s");
     for (auto& r : rs)
       std::printf("%-52s %9.3f %9.3f %9.3f %9.0f %10.0f\n", r.name.c_str(), r.median_ms, r.min_ms, r.max_ms,

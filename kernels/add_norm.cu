@@ -1,5 +1,5 @@
 // Fused residual add + RMSNorm / LayerNorm: residual = first ? x : x + residual;
-// out = norm(residual) * w (+ b); out fp32 or bf16.
+// out = norm(residual) * w (+ b); out fp32 or bf16. x null: residual is only normalised.
 //
 // Launch limits: one warp per row, 8 rows a block of 256 threads; any width D (a lane walks the
 // row with stride 32; the row is read back from L1/L2 for the normalisation); rows < 2^34.
@@ -28,13 +28,17 @@ add_norm_kernel(const float* __restrict__ x, int64_t ld_x, float* __restrict__ r
   const int64_t t = int64_t(blockIdx.x) * 8 + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (t >= T) return;
-  const float* xr = x + t * ld_x;
+  const float* xr = x ? x + t * ld_x : nullptr;
   float* rr = res + t * ld_res;
   TO* orow = out + t * ld_out;
   float s1 = 0.0f, s2 = 0.0f;
   for (int64_t d = lane; d < D; d += 32) {
-    const float v = first ? xr[d] : xr[d] + rr[d];
-    rr[d] = v;
+    float v;
+    if (!xr) v = rr[d];
+    else {
+      v = first ? xr[d] : xr[d] + rr[d];
+      rr[d] = v;
+    }
     s1 += v;
     s2 = fmaf(v, v, s2);
   }

@@ -59,14 +59,14 @@ struct ScanParams {
   int64_t batch = 1, len = 0, channels = 0, dstate = 0;
   bool softplus = true;
   int64_t chunk = 0;  // sequence chunk per thread block; 0 chooses from the GPU size
-  int emu_states = -1;  // fast path: states (0, 2, 4 of 16) whose exp runs on the FMA pipe; -1: default
+  bool general = false;  // true: the general kernel even where the fast one applies (tests, benchmarks)
 };
 struct ScanPlan {
   int tpc = 1;            // threads per channel (16 states each)
   int64_t chunk = 0;      // time steps per chunk
   int64_t nchunks = 0;
   size_t workspace_bytes = 0;
-  int emu = 0;            // states whose exp runs on the FMA pipe (fast path)
+  bool fast = false;      // d_state 16: the fast kernel (where B and C rows are 16-byte aligned)
 };
 ScanPlan selective_scan_plan(const ScanParams& p, int sm_count);
 // T = float or __nv_bfloat16 (u, delta, z, B, C and out). workspace: plan.workspace_bytes.

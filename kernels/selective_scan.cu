@@ -1,8 +1,9 @@
 // Selective scan (Mamba-1 forward) with a given initial state, returning the final state.
 //
 // Launch limits:
-//   d_state N: 1..256. Each thread holds 16 states in registers; a channel takes TPC = 1 (N <= 16,
-//     the fast path), 4 (N <= 64) or 16 (N <= 256) threads, whose partial outputs meet by shuffles.
+//   d_state N: 1..256. Each thread holds 16 states in registers; a channel takes TPC = 1 (N <= 16),
+//     4 (N <= 64) or 16 (N <= 256) threads, whose partial outputs meet by shuffles. N = 16 with
+//     16-byte aligned rows of B and C (the released models' layout) takes scan_fast_kernel.
 //   blocks of 128 threads = 128/TPC channels x one chunk of the sequence; grid 1-D over
 //     (batch, chunk, channel group), < 2^31 blocks (the plan keeps it there).
 //   any channel count, any length >= 1, any batch; row strides and offsets are 64-bit.
@@ -13,7 +14,8 @@
 //   1. chunk_aggregate: every chunk but the last runs the recurrence from h = 0 and writes its end
 //      state h_loc[n] and the sum of its dt (its decay is exp(A[n] * sum dt)).
 //   2. chunk_combine: per (batch, channel, state), walks the chunks in order:
-//      h_in[k] = carry; carry = exp(A * S_k) * carry + h_loc_k   (starting from the given state).
+//      h_in[k] = carry; carry = exp(A * S_k) * carry + h_loc_k   (starting from the given state),
+//      in kSeg segments per row (each segment's aggregate first, then its incoming carry).
 //   3. chunk_output: every chunk re-runs the recurrence from its true h_in, computing
 //      y = C.h + D*u, y *= silu(z); the last chunk writes the final state.
 // With one chunk, passes 1 and 2 are skipped and pass 3 reads and writes the state directly.
@@ -29,13 +31,14 @@ namespace {
 constexpr int kThreads = 128;
 constexpr int kNT = 16;  // states per thread
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr int kDefaultEmu = 0;  // measured: 0 fastest (7.33 ms against 7.73 with 2, 8.32 with 4)
 
 template <class T> __device__ __forceinline__ float load_f(const T* p);
 template <> __device__ __forceinline__ float load_f<float>(const float* p) { return __ldg(p); }
 template <> __device__ __forceinline__ float load_f<__nv_bfloat16>(const __nv_bfloat16* p) {
   return __bfloat162float(__ldg(p));
 }
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
 template <class T> __device__ __forceinline__ T from_f(float v);
 template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
@@ -69,32 +72,15 @@ __device__ __forceinline__ float softplus_f(float x) {
 // exp overflows to inf and rcp gives 0: silu = -0, as the true value rounds to.
 __device__ __forceinline__ float silu_f(float x) { return x * rcp(1.0f + ex2(-x * kLog2e)); }
 
-// 2^x on the FMA pipe (Cephes exp2f's polynomial on [-0.5, 0.5], relative error ~2e-7, like
-// MUFU's ex2.approx), used for a few of a thread's 16 states so that the FMA units take part of the
-// exp load off the MUFU unit (16 ops a clock an SM against 128 FMAs): the scan is bound by MUFU.
-__device__ __forceinline__ float ex2_fma(float x) {
-  x = fminf(fmaxf(x, -125.0f), 125.0f);
-  const float t = x + 12582912.0f;  // 1.5 * 2^23: rounds x to an integer, kept in t's low bits
-  const float f = x - (t - 12582912.0f);
-  float p = 1.535336188319500e-4f;
-  p = fmaf(p, f, 1.339887440266574e-3f);
-  p = fmaf(p, f, 9.618437357674640e-3f);
-  p = fmaf(p, f, 5.550332471162809e-2f);
-  p = fmaf(p, f, 2.402264791363012e-1f);
-  p = fmaf(p, f, 6.931472028550421e-1f);
-  p = fmaf(p, f, 1.0f);
-  return __uint_as_float(__float_as_uint(p) + (__float_as_uint(t) << 23));
-}
-
 struct Geometry {
   int64_t ncg;      // channel groups
   int64_t nchunks;  // chunks of the sequence
   int64_t chunk;
 };
 
-// Shared body of passes 1 and 3. kOut: pass 3 (outputs), else pass 1 (aggregate).
-// kEmu: how many of a thread's 16 states take their exp from ex2_fma instead of MUFU.
-template <class T, int TPC, bool kOut, int kEmu>
+// Shared body of passes 1 and 3, any d_state, any layout of B and C (the general kernel).
+// kOut: pass 3 (outputs), else pass 1 (aggregate).
+template <class T, int TPC, bool kOut>
 __global__ void __launch_bounds__(kThreads)
 scan_chunk_kernel(const ScanParams p, const Geometry g, int64_t chunks_launched, float* __restrict__ ws_h,
                   float* __restrict__ ws_s) {
@@ -178,7 +164,7 @@ scan_chunk_kernel(const ScanParams p, const Geometry g, int64_t chunks_launched,
         float y = 0.0f;
 #pragma unroll
         for (int i = 0; i < kNT; ++i) {
-          const float dA = i >= kNT - kEmu ? ex2_fma(dt * A2[i]) : ex2(dt * A2[i]);
+          const float dA = ex2(dt * A2[i]);
           h[i] = fmaf(dA, h[i], dtu * Bs[r][n0 + i]);
           if (kOut) y = fmaf(h[i], Cs[r][n0 + i], y);
         }
@@ -212,36 +198,229 @@ scan_chunk_kernel(const ScanParams p, const Geometry g, int64_t chunks_launched,
   }
 }
 
-// Pass 2: one thread per (batch, channel, state), sequential over the chunks.
-__global__ void __launch_bounds__(256)
+// The fast path (d_state 16, B and C rows 16-byte aligned): the same three passes, with the
+// instruction count and load latency of the general kernel cut (measured with ncu on the H200: the
+// general kernel issued 19 instructions per (t, channel, state) over both passes and spent 40% of
+// its stall cycles in pass 3 waiting on the u/delta/z loads):
+//  - u, delta and z of the next four time steps are loaded while the current four are computed;
+//  - B and C of the next 64-step tile are loaded (one 16-byte load per thread and matrix for bf16)
+//    while the current tile is computed;
+//  - addresses are 32-bit offsets from a per-tile base pointer, with no per-load bounds checks:
+//    rows past the chunk are clamped to its last row and never used, channels past the last are
+//    read from channel 0 and never written.
+#ifndef DNAMBA_SCAN_FAST_MIN_BLOCKS
+#define DNAMBA_SCAN_FAST_MIN_BLOCKS 5  // <= 102 registers: 5 blocks (20 warps) an SM; measured on the
+                                       // H200: 6.13 ms (L 2^20 x 512) against 6.34 with 4 and 6.59 with 6
+                                       // (each with its own automatic chunk)
+#endif
+template <class T, bool kOut>
+__global__ void __launch_bounds__(kThreads, DNAMBA_SCAN_FAST_MIN_BLOCKS)
+scan_fast_kernel(const ScanParams p, const Geometry g, int64_t chunks_launched, float* __restrict__ ws_h,
+                 float* __restrict__ ws_s) {
+  constexpr int TT = 64;                          // time steps a shared-memory tile
+  constexpr int VEC = 16 / int(sizeof(T));        // elements of a 16-byte load
+  constexpr int VPR = kNT / VEC;                  // 16-byte loads a row of B (or C)
+  constexpr int NV = TT * VPR / kThreads;         // 16-byte loads a thread and matrix, a tile
+  static_assert(NV >= 1 && TT * VPR % kThreads == 0, "tile shape");
+  __shared__ __align__(16) float Bs[TT][kNT];
+  __shared__ __align__(16) float Cs[kOut ? TT : 1][kNT];
+
+  const int64_t C = p.channels, len = p.len;
+  int64_t bid = blockIdx.x;
+  const int64_t cg = bid % g.ncg;
+  bid /= g.ncg;
+  const int64_t k = bid % chunks_launched;
+  const int64_t b = bid / chunks_launched;
+  const int64_t c = cg * kThreads + threadIdx.x;
+  const bool valid = c < C;
+  const int64_t cc = valid ? c : 0;
+  const int64_t t0 = k * g.chunk, t1 = min(len, t0 + g.chunk);
+  const int64_t row0 = b * len;
+
+  const T* __restrict__ Bg = static_cast<const T*>(p.B);
+  const T* __restrict__ Cg = static_cast<const T*>(p.C);
+
+  float A2[kNT], h[kNT];
+  const float* hin = nullptr;
+  int64_t hin_off = 0;
+  if (kOut) {
+    if (g.nchunks == 1) { hin = p.state; hin_off = b * p.ld_state + cc * kNT; }
+    else { hin = ws_h; hin_off = ((b * g.nchunks + k) * C + cc) * kNT; }
+  }
+#pragma unroll
+  for (int i = 0; i < kNT; ++i) {
+    A2[i] = valid ? __ldg(p.A + cc * p.ld_A + i) * kLog2e : 0.0f;
+    h[i] = (kOut && valid) ? hin[hin_off + i] : 0.0f;
+  }
+  const float bias = (valid && p.dt_bias) ? __ldg(p.dt_bias + cc) : 0.0f;
+  const float Dc = (valid && p.D) ? __ldg(p.D + cc) : 0.0f;
+  const bool has_z = kOut && p.z != nullptr;
+  const int ld_u = int(p.ld_u), ld_d = int(p.ld_delta), ld_z = int(p.ld_z), ld_o = int(p.ld_out);
+  float dt_sum = 0.0f;
+
+  // B and C of the tile starting at tt into registers (rows past the chunk: its last row).
+  uint4 bq[NV], cq[NV];
+  auto load_bc = [&](int64_t tt) {
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      const int v = threadIdx.x + j * kThreads;
+      const int64_t row = row0 + min(tt + v / VPR, t1 - 1);
+      const int col = (v % VPR) * VEC;
+      bq[j] = __ldg(reinterpret_cast<const uint4*>(Bg + row * p.ld_B + col));
+      if (kOut) cq[j] = __ldg(reinterpret_cast<const uint4*>(Cg + row * p.ld_C + col));
+    }
+  };
+  auto store_bc = [&]() {
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      const int v = threadIdx.x + j * kThreads;
+      float* bd = &Bs[v / VPR][(v % VPR) * VEC];
+      float* cd = &Cs[kOut ? v / VPR : 0][(v % VPR) * VEC];
+      const T* bv = reinterpret_cast<const T*>(&bq[j]);
+      const T* cv = reinterpret_cast<const T*>(&cq[j]);
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) {
+        bd[e] = to_f(bv[e]);
+        if (kOut) cd[e] = to_f(cv[e]);
+      }
+    }
+  };
+
+  // u, delta, z of four time steps starting at tile-relative row r (clamped to the chunk's last row).
+  T un[4], dn[4], zn[4];
+  const T* __restrict__ Ub = nullptr;
+  const T* __restrict__ Db = nullptr;
+  const T* __restrict__ Zb = nullptr;
+  T* __restrict__ Ob = nullptr;
+  auto set_base = [&](int64_t tt) {
+    const int64_t row = row0 + tt;
+    Ub = static_cast<const T*>(p.u) + row * p.ld_u + cc;
+    Db = static_cast<const T*>(p.delta) + row * p.ld_delta + cc;
+    if (has_z) Zb = static_cast<const T*>(p.z) + row * p.ld_z + cc;
+    if (kOut) Ob = static_cast<T*>(p.out) + row * p.ld_out + cc;
+  };
+  auto load_group = [&](int r, int rlast) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int rr = min(r + j, rlast);
+      un[j] = Ub[rr * ld_u];
+      dn[j] = Db[rr * ld_d];
+      if (has_z) zn[j] = Zb[rr * ld_z];
+    }
+  };
+
+  load_bc(t0);
+  set_base(t0);
+  load_group(0, int(t1 - 1 - t0 < TT + 3 ? t1 - 1 - t0 : TT + 3));
+  for (int64_t tt = t0; tt < t1; tt += TT) {
+    const int nt = int(min(int64_t(TT), t1 - tt));
+    const int rlast = int(min(int64_t(TT + 3), t1 - 1 - tt));  // last row a group may read, tile-relative
+    __syncthreads();  // the previous tile has been read
+    store_bc();
+    __syncthreads();
+    if (tt + TT < t1) load_bc(tt + TT);
+    T* Ocur = Ob;  // this tile's output base (the next group's loads may already use the next tile's)
+    for (int r0 = 0; r0 < nt; r0 += 4) {
+      float uv[4], dv[4], zv[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        uv[j] = to_f(un[j]);
+        dv[j] = to_f(dn[j]);
+        zv[j] = has_z ? to_f(zn[j]) : 0.0f;
+      }
+      // The next four steps' loads go out before this group's arithmetic.
+      if (r0 + 4 < nt) load_group(r0 + 4, rlast);
+      else if (tt + TT < t1) {
+        set_base(tt + TT);
+        load_group(0, int(min(int64_t(TT + 3), t1 - 1 - (tt + TT))));
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int r = r0 + j;
+        if (r >= nt) break;  // block-uniform
+        // A compiler barrier: the next steps' shared-memory reads of B and C (32 values a step) stay
+        // below it. (What keeps the kernel at <= 96 registers is DNAMBA_SCAN_FAST_MIN_BLOCKS: without
+        // it, 136-165 registers and 3 blocks an SM; with it the barrier changes 1-2 registers.)
+        asm volatile("" ::: "memory");
+        float dt = dv[j] + bias;
+        if (p.softplus) dt = softplus_f(dt);
+        const float dtu = dt * uv[j];
+        if (!kOut) dt_sum += dt;
+        float y = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kNT; ++i) {
+          const float dA = ex2(dt * A2[i]);
+          h[i] = fmaf(dA, h[i], dtu * Bs[r][i]);
+          if (kOut) y = fmaf(h[i], Cs[r][i], y);
+        }
+        if (kOut) {
+          y = fmaf(Dc, uv[j], y);
+          if (has_z) y *= silu_f(zv[j]);
+          if (valid) Ocur[r * ld_o] = from_f<T>(y);
+        }
+      }
+    }
+  }
+
+  if (!valid) return;
+  if (kOut) {
+    if (k == g.nchunks - 1) {
+#pragma unroll
+      for (int i = 0; i < kNT; ++i) p.state[b * p.ld_state + c * kNT + i] = h[i];
+    }
+  } else {
+    const int64_t base = (b * g.nchunks + k) * C + c;
+#pragma unroll
+    for (int i = 0; i < kNT; ++i) ws_h[base * kNT + i] = h[i];
+    ws_s[base] = dt_sum;
+  }
+}
+
+// Pass 2: for each (batch, channel, state), the chunk states in order:
+//   h_in[k] = carry; carry = exp(A * S_k) * carry + h_loc_k   (from the given state).
+// A block takes 32 consecutive (batch, channel, state) rows x kSeg segments of the chunk
+// sequence, so that 8x more threads share the sequential walk: each segment's aggregate (decay sum
+// and end state from 0), then each segment's incoming carry from the aggregates before it, then
+// the segment again, writing h_in.
+constexpr int kSeg = 8;
+__global__ void __launch_bounds__(32 * kSeg)
 scan_combine_kernel(const ScanParams p, const Geometry g, float* __restrict__ ws_h, const float* __restrict__ ws_s) {
+  __shared__ float seg_h[kSeg][32], seg_s[kSeg][32];
   const int64_t C = p.channels, N = p.dstate;
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= p.batch * C * N) return;
-  const int64_t n = i % N, c = (i / N) % C, b = i / (N * C);
-  float carry = p.state[b * p.ld_state + c * N + n];
+  const int lane = threadIdx.x % 32, sg = threadIdx.x / 32;
+  const int64_t i = int64_t(blockIdx.x) * 32 + lane;
+  const bool ok = i < p.batch * C * N;
+  const int64_t ii = ok ? i : 0;
+  const int64_t n = ii % N, c = (ii / N) % C, b = ii / (N * C);
   const float a2 = p.A[c * p.ld_A + n] * kLog2e;
   const int64_t kstride = C * N;
   float* hp = ws_h + b * g.nchunks * kstride + c * N + n;
   const float* sp = ws_s + b * g.nchunks * C + c;
-  int64_t k = 0;
-  // Eight chunks at a time: their loads do not depend on the carry.
-  for (; k + 8 <= g.nchunks - 1; k += 8) {
-    float hl[8], s[8];
-#pragma unroll
-    for (int j = 0; j < 8; ++j) { hl[j] = hp[(k + j) * kstride]; s[j] = sp[(k + j) * C]; }
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      hp[(k + j) * kstride] = carry;
-      carry = fmaf(ex2(a2 * s[j]), carry, hl[j]);
+  const int64_t K = g.nchunks - 1;  // chunks with an aggregate
+  const int64_t per = (K + kSeg - 1) / kSeg;
+  const int64_t k0 = min(K, sg * per), k1 = min(K, k0 + per);
+  float hseg = 0.0f, sseg = 0.0f;
+  if (ok) {
+#pragma unroll 8
+    for (int64_t kk = k0; kk < k1; ++kk) {
+      const float s = sp[kk * C];
+      hseg = fmaf(ex2(a2 * s), hseg, hp[kk * kstride]);
+      sseg += s;
     }
   }
-  for (; k < g.nchunks - 1; ++k) {
-    const float hl = hp[k * kstride], s = sp[k * C];
-    hp[k * kstride] = carry;
+  seg_h[sg][lane] = hseg;
+  seg_s[sg][lane] = sseg;
+  __syncthreads();
+  if (!ok) return;
+  float carry = p.state[b * p.ld_state + c * N + n];
+  for (int j = 0; j < sg; ++j) carry = fmaf(ex2(a2 * seg_s[j][lane]), carry, seg_h[j][lane]);
+#pragma unroll 8
+  for (int64_t kk = k0; kk < k1; ++kk) {
+    const float hl = hp[kk * kstride], s = sp[kk * C];
+    hp[kk * kstride] = carry;
     carry = fmaf(ex2(a2 * s), carry, hl);
   }
-  hp[(g.nchunks - 1) * kstride] = carry;  // h_in of the last chunk
+  if (sg == kSeg - 1) hp[K * kstride] = carry;  // h_in of the last chunk
 }
 
 int tpc_for(int64_t N) { return N <= 16 ? 1 : N <= 64 ? 4 : 16; }
@@ -254,15 +433,21 @@ ScanPlan selective_scan_plan(const ScanParams& p, int sm_count) {
   DNAMBA_CHECK(p.len >= 0 && p.batch >= 0 && p.channels >= 0, "selective_scan: negative shape");
   ScanPlan pl;
   pl.tpc = tpc_for(p.dstate);
-  // Exps on the FMA pipe: fast path only (0, 2 or 4 of the 16 states); -1 takes the default.
-  pl.emu = pl.tpc == 1 ? (p.emu_states < 0 ? kDefaultEmu : p.emu_states >= 4 ? 4 : p.emu_states >= 2 ? 2 : 0) : 0;
+  pl.fast = pl.tpc == 1 && p.dstate == kNT && !p.general;
   const int64_t cpb = kThreads / pl.tpc, tt = 64 / pl.tpc;
   const int64_t ncg = (p.channels + cpb - 1) / cpb;
   if (p.len == 0 || p.batch == 0 || p.channels == 0) return pl;
   int64_t chunk = p.chunk;
   if (chunk <= 0) {
-    // About four waves of blocks, chunks of at least 256 steps (fewer only for short inputs).
-    const int64_t target_blocks = int64_t(std::max(sm_count, 1)) * 32;
+    // About four full waves of pass-3 blocks (a partial last wave leaves SMs idle at the end),
+    // chunks of at least 256 steps (fewer only for short inputs).
+    static const int resident_fast = [] {
+      int n = 0;
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, scan_fast_kernel<__nv_bfloat16, true>, kThreads, 0);
+      return n;
+    }();
+    const int per_sm = pl.fast && resident_fast > 0 ? resident_fast : 6;
+    const int64_t target_blocks = int64_t(std::max(sm_count, 1)) * per_sm * 4;
     const int64_t want_chunks = std::max<int64_t>(1, target_blocks / std::max<int64_t>(1, p.batch * ncg));
     chunk = std::max<int64_t>(256, (p.len + want_chunks - 1) / want_chunks);
     chunk = (chunk + tt - 1) / tt * tt;
@@ -289,26 +474,37 @@ void selective_scan(const ScanParams& p, const ScanPlan& pl, void* workspace, cu
     kernel<<<unsigned(blocks), kThreads, 0, s>>>(p, g, chunks, ws_h, ws_s);
     CUDA_CHECK_LAUNCH();
   };
-  auto run = [&](auto tpc_tag, auto emu_tag) {
-    constexpr int TPC = decltype(tpc_tag)::value;
-    constexpr int EMU = decltype(emu_tag)::value;
-    if (pl.nchunks > 1) {
-      launch(scan_chunk_kernel<T, TPC, false, EMU>, pl.nchunks - 1);
-      const int64_t n = p.batch * p.channels * p.dstate;
-      scan_combine_kernel<<<unsigned((n + 255) / 256), 256, 0, s>>>(p, g, ws_h, ws_s);
-      CUDA_CHECK_LAUNCH();
-    }
-    launch(scan_chunk_kernel<T, TPC, true, EMU>, pl.nchunks);
+  auto combine = [&] {
+    const int64_t n = p.batch * p.channels * p.dstate;
+    scan_combine_kernel<<<unsigned((n + 31) / 32), 32 * kSeg, 0, s>>>(p, g, ws_h, ws_s);
+    CUDA_CHECK_LAUNCH();
   };
-  using I = std::integral_constant<int, 0>;
+  // The fast kernel reads rows of B and C with 16-byte loads and keeps 32-bit offsets within a tile.
+  auto aligned = [](const void* q, int64_t ld) {
+    return reinterpret_cast<uintptr_t>(q) % 16 == 0 && (ld * int64_t(sizeof(T))) % 16 == 0;
+  };
+  const int64_t max_ld = std::max({p.ld_u, p.ld_delta, p.z ? p.ld_z : 0, p.ld_out});
+  const bool fast = pl.fast && aligned(p.B, p.ld_B) && aligned(p.C, p.ld_C) && max_ld * 80 < (int64_t(1) << 31);
+  if (fast) {
+    if (pl.nchunks > 1) {
+      launch(scan_fast_kernel<T, false>, pl.nchunks - 1);
+      combine();
+    }
+    launch(scan_fast_kernel<T, true>, pl.nchunks);
+    return;
+  }
+  auto run = [&](auto tpc_tag) {
+    constexpr int TPC = decltype(tpc_tag)::value;
+    if (pl.nchunks > 1) {
+      launch(scan_chunk_kernel<T, TPC, false>, pl.nchunks - 1);
+      combine();
+    }
+    launch(scan_chunk_kernel<T, TPC, true>, pl.nchunks);
+  };
   switch (pl.tpc) {
-    case 1:
-      if (pl.emu == 2) run(std::integral_constant<int, 1>{}, std::integral_constant<int, 2>{});
-      else if (pl.emu == 4) run(std::integral_constant<int, 1>{}, std::integral_constant<int, 4>{});
-      else run(std::integral_constant<int, 1>{}, I{});
-      break;
-    case 4: run(std::integral_constant<int, 4>{}, I{}); break;
-    default: run(std::integral_constant<int, 16>{}, I{}); break;
+    case 1: run(std::integral_constant<int, 1>{}); break;
+    case 4: run(std::integral_constant<int, 4>{}); break;
+    default: run(std::integral_constant<int, 16>{}); break;
   }
 }
 

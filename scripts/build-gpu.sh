@@ -36,7 +36,8 @@ for b in "$DEST"/dnamba*; do patchelf --force-rpath --set-rpath '$ORIGIN/lib' "$
 for l in "$DEST"/lib/*; do patchelf --force-rpath --set-rpath '$ORIGIN' "$l" 2>/dev/null || true; done
 # Data the tests and benchmarks read.
 mkdir -p "$DEST/golden"
-cp -r "$SHARED/golden/hf_mamba_tiny" "$SHARED/golden/mamba_ssm_tiny" "$DEST/golden/"
+cp -r "$SHARED/golden/hf_mamba_tiny" "$SHARED/golden/mamba_ssm_tiny" "$SHARED/golden/caduceus_ps_tiny" \
+  "$SHARED/golden/caduceus_ph_tiny" "$DEST/golden/"
 chmod -R u+w "$DEST/golden"
 cp -r "$SRC/models/default" "$DEST/models/default"
 cp "$SHARED/data/ecoli/ecoli_k12_mg1655.fa.gz"* "$DEST/data/" 2>/dev/null || true

@@ -52,10 +52,10 @@ for dt in ${MODEL_DTYPES:-bf16 fp32}; do
   timeout 120 "$G/dnamba_bench_model" $M --len 4194304 --chunk 1048576 --dtype $dt --repeats 5 >> "$OUT/bench.log" 2>&1
   row "model forward+logprobs $dt, 4 Mbp (Mbp/s)" "$(grep 'RESULT model_mbps' "$OUT/bench.log" | tail -1 | awk '{print $3}')"
 done
-# The same with 2 of the 16 states' exps on the FMA pipe (DNAMBA_SCAN_EMU=2; the default 0 keeps all on MUFU).
+# The same with the general scan kernel (DNAMBA_SCAN_GENERAL=1: the baseline before scan_fast_kernel).
 if [ "${BENCH:-1}" = 1 ]; then
-  DNAMBA_SCAN_EMU=2 timeout 120 "$G/dnamba_bench_model" $M --len 4194304 --chunk 1048576 --dtype bf16 --repeats 5 >> "$OUT/bench.log" 2>&1
-  row "model forward+logprobs bf16, DNAMBA_SCAN_EMU=2" "$(grep 'RESULT model_mbps' "$OUT/bench.log" | tail -1 | awk '{print $3}')"
+  DNAMBA_SCAN_GENERAL=1 timeout 120 "$G/dnamba_bench_model" $M --len 4194304 --chunk 1048576 --dtype bf16 --repeats 5 >> "$OUT/bench.log" 2>&1
+  row "model forward+logprobs bf16, general scan kernel" "$(grep 'RESULT model_mbps' "$OUT/bench.log" | tail -1 | awk '{print $3}')"
 fi
 
 # Where the model's GPU time goes: events around every op (one run of 2 Mbp, 1 Mbp chunks).
@@ -65,7 +65,7 @@ grep -E '^  [a-z_]+ ' "$OUT/profile.log" | while read -r op ms unit pct rest; do
 
 # Instruction mix of the scan's inner loops (MUFU = special-function unit: the exps).
 CUOBJ=$(command -v cuobjdump || echo /usr/local/cuda/bin/cuobjdump)
-"$CUOBJ" -sass "$G/dnamba_bench_scan" 2>/dev/null | awk '/Function :/ {f=$3} f ~ /scan_chunk_kernel/ && /MUFU|FFMA|FMUL|LDS|LDG|SHFL|F2F|PRMT|IMAD/ {split($2,a,"."); n[f" "a[1]]++} END {for (k in n) print k, n[k]}' \
+"$CUOBJ" -sass "$G/dnamba_bench_scan" 2>/dev/null | awk '/Function :/ {f=$3} f ~ /scan_(chunk|fast)_kernel/ && /MUFU|FFMA|FMUL|LDS|LDG|SHFL|F2F|PRMT|IMAD/ {split($2,a,"."); n[f" "a[1]]++} END {for (k in n) print k, n[k]}' \
   | sort >> "$OUT/profile.log"
 
 # 5. dnamba track end to end (FASTA read, model, bedGraph written), bf16, peak GPU memory sampled.

@@ -83,6 +83,15 @@ class Backend {
   virtual void copy(Tensor& dst, const Tensor& src) = 0;  // same shape and dtype, strides may differ
   virtual void zero(Tensor& t) = 0;
   virtual void synchronize() {}
+  // Overlapping the host with the device (streaming commands): host memory that the device copies
+  // into without blocking (page-locked on a GPU), a copy queued behind the work already queued, and
+  // fences: wait(fence()) returns when everything queued before the fence is done (and rethrows what
+  // went wrong on the device). The CPU backend does each at once.
+  virtual void* host_alloc(size_t bytes) { return ::operator new(bytes); }
+  virtual void host_free(void* p) { ::operator delete(p); }
+  virtual void to_host_async(const Tensor& src, void* host) { to_host(src, host); }
+  virtual int64_t fence() { return 0; }
+  virtual void wait(int64_t /*fence*/) {}
   // A weight matrix [rows, cols] used by linear(); the backend chooses how to store it.
   virtual Tensor weight_matrix(const float* host, int64_t rows, int64_t cols);
   // A small F32 parameter (norm weights, biases, A, D) stored as F32.
@@ -93,10 +102,14 @@ class Backend {
   virtual void embedding(const Tensor& ids, const Tensor& table, Tensor& out) = 0;
   // residual[T,D] = first ? x : x + residual; out[T,D] = norm(residual) * w (+ b)
   // RMSNorm when b is null, LayerNorm when b is given (mamba_ssm rms_norm=false).
+  // An undefined x (Tensor{}): residual already holds the sum (see linear_add) and is only normalised.
   virtual void add_norm(const Tensor& x, Tensor& residual, bool first, const Tensor& w,
                         const Tensor* b, float eps, Tensor& out) = 0;
   // out[T,N] = x[T,K] . W[N,K]^T (+ bias[1,N])
   virtual void linear(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out) = 0;
+  // out[T,N] += x[T,K] . W[N,K]^T (+ bias[1,N]); out F32 (the residual stream: the block's output is
+  // added where the product is written, instead of being written and read back by add_norm).
+  virtual void linear_add(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out) = 0;
   // Depthwise causal conv1d over each of `batch` sequences of `len` rows, + bias, then SiLU.
   // x [batch*len, C], weight [C, K] F32, bias [1,C] or null, state [batch, C*(K-1)] in/out,
   // out [batch*len, C]. out[t,c] = silu(bias[c] + sum_k w[c,k] * x[t-(K-1)+k, c]) where inputs

@@ -73,7 +73,7 @@ MambaMixerWeights load_mixer(Backend& be, const io::SafetensorsFile& st, const s
 }
 
 void mixer_forward(Backend& be, Workspace& ws, const MambaMixerWeights& w, const ModelConfig& c,
-                   const Tensor& x, int64_t batch, int64_t len, LayerState& state, Tensor& out) {
+                   const Tensor& x, int64_t batch, int64_t len, LayerState& state, Tensor& out, bool accumulate) {
   const int64_t T = batch * len, E = c.d_inner, N = c.d_state, R = c.dt_rank;
   auto opt = [](const Tensor& t) { return t.defined() ? &t : nullptr; };
   const DType adt = be.activation_dtype();  // F32, or BF16 on a GPU in bf16 mode
@@ -104,7 +104,8 @@ void mixer_forward(Backend& be, Workspace& ws, const MambaMixerWeights& w, const
   a.batch = batch;
   a.len = len;
   be.selective_scan(a);
-  be.linear(y, w.out_proj_w, opt(w.out_proj_b), out);
+  if (accumulate) be.linear_add(y, w.out_proj_w, opt(w.out_proj_b), out);
+  else be.linear(y, w.out_proj_w, opt(w.out_proj_b), out);
 }
 
 MambaLM::MambaLM(const std::string& model_dir, Backend& be)
@@ -203,23 +204,22 @@ void MambaLM::forward_layer(const Tensor& ids, int64_t batch, int64_t len, std::
     be_.embedding(ids, embedding_, hidden_out);
     return;
   }
-  Tensor h = ws_.get("h", T, D);          // [T, D] block output
+  // The residual stream starts as the embedding; each block adds its mixer's output to it in the
+  // out_proj product (linear_add), and add_norm with no x only normalises it for the next block.
   Tensor res = ws_.get("res", T, D);      // [T, D] residual stream
   Tensor normed = ws_.get("normed", T, D, be_.activation_dtype());  // in_proj input
-  be_.embedding(ids, embedding_, h);
+  be_.embedding(ids, embedding_, res);
   for (int64_t i = 0; i < layer; ++i) {
     const auto& b = blocks_[size_t(i)];
-    be_.add_norm(h, res, i == 0, b.norm_w, b.norm_b.defined() ? &b.norm_b : nullptr, cfg_.norm_eps, normed);
-    mixer_forward(be_, ws_, b.mixer, cfg_, normed, batch, len, state[size_t(i)], h);
+    be_.add_norm(Tensor{}, res, false, b.norm_w, b.norm_b.defined() ? &b.norm_b : nullptr, cfg_.norm_eps, normed);
+    mixer_forward(be_, ws_, b.mixer, cfg_, normed, batch, len, state[size_t(i)], res, /*accumulate=*/true);
   }
   if (layer == cfg_.n_layer) {
-    be_.add_norm(h, res, false, norm_f_w_, norm_f_b_.defined() ? &norm_f_b_ : nullptr, cfg_.norm_eps, hidden_out);
+    be_.add_norm(Tensor{}, res, false, norm_f_w_, norm_f_b_.defined() ? &norm_f_b_ : nullptr, cfg_.norm_eps,
+                 hidden_out);
     return;
   }
-  // Residual stream after `layer` blocks: add_norm leaves h + res in res (its normalised output is unused).
-  const auto& nb = blocks_[size_t(layer)];
-  be_.add_norm(h, res, false, nb.norm_w, nb.norm_b.defined() ? &nb.norm_b : nullptr, cfg_.norm_eps, normed);
-  be_.copy(hidden_out, res);
+  be_.copy(hidden_out, res);  // the residual stream after `layer` blocks
 }
 
 void MambaLM::forward_host(const int32_t* ids, int64_t batch, int64_t len, std::vector<LayerState>& state,

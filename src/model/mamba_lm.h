@@ -50,9 +50,11 @@ MambaMixerWeights load_mixer(Backend& be, const io::SafetensorsFile& st, const s
                              const ModelConfig& c, std::vector<std::string>& used);
 // Zero recurrent state of `batch` sequences for every layer of a model with config c.
 std::vector<LayerState> zero_layer_states(Backend& be, const ModelConfig& c, int64_t batch);
-// Runs one mixer over x [batch*len, D] into out [batch*len, D], updating `state`.
+// Runs one mixer over x [batch*len, D] into out [batch*len, D] (accumulate: added to out, which is
+// then F32), updating `state`.
 void mixer_forward(Backend& be, Workspace& ws, const MambaMixerWeights& w, const ModelConfig& c,
-                   const Tensor& x, int64_t batch, int64_t len, LayerState& state, Tensor& out);
+                   const Tensor& x, int64_t batch, int64_t len, LayerState& state, Tensor& out,
+                   bool accumulate = false);
 
 class MambaLM {
  public:

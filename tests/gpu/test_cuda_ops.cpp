@@ -194,10 +194,11 @@ struct ScanCase {
   int64_t batch, len, C, N;
   bool z, D;
   int64_t chunk;  // 0: automatic
+  int64_t R = 16;  // columns before B in the [T, R + 2N] buffer: 16 keeps B and C rows 16-byte aligned
 };
 
 void run_scan_case(CpuBackend& cb, CudaBackend& gb, const ScanCase& k, int calls = 1) {
-  const int64_t T = k.batch * k.len, R = 3;
+  const int64_t T = k.batch * k.len, R = k.R;
   auto A = make_pair(cb, gb, randu(size_t(k.C * k.N), -3.0f, -0.05f), k.C, k.N);
   auto Dp = make_pair(cb, gb, randn(size_t(k.C)), 1, k.C);
   auto dtb = make_pair(cb, gb, randu(size_t(k.C), -4.0f, -1.0f), 1, k.C);
@@ -229,7 +230,7 @@ void run_scan_case(CpuBackend& cb, CudaBackend& gb, const ScanCase& k, int calls
     gb.selective_scan(ag);
     const std::string what = "batch " + std::to_string(k.batch) + " len " + std::to_string(k.len) + " C " +
                              std::to_string(k.C) + " N " + std::to_string(k.N) + " z " + std::to_string(k.z) +
-                             " D " + std::to_string(k.D) + " chunk " + std::to_string(k.chunk) + " call " +
+                             " D " + std::to_string(k.D) + " chunk " + std::to_string(k.chunk) + " R " + std::to_string(k.R) + " call " +
                              std::to_string(call);
     EXPECT_LT(test::rel_err(host_of(gb, out.gpu), host_of(cb, out.cpu)), kTolF32) << what;
     EXPECT_LT(test::rel_err(host_of(gb, st.gpu), host_of(cb, st.cpu)), kTolF32) << "state: " << what;
@@ -250,14 +251,16 @@ TEST(CudaOps, SelectiveScanFastPath) {
   run_scan_case(cb, gb, {2, 777, 64, 16, false, false, 0});
   run_scan_case(cb, gb, {1, 1000, 256, 16, true, true, 128}, 3);
   run_scan_case(cb, gb, {3, 1, 64, 16, true, true, 0}, 3);
-  // 2 and 4 of the 16 states' exps on the FMA pipe (the default, 0, is what the cases above ran).
-  for (int emu : {2, 4}) {
-    gb.set_scan_emu(emu);
-    run_scan_case(cb, gb, {2, 1000, 130, 16, true, true, 64});
-    run_scan_case(cb, gb, {1, 3001, 256, 16, true, true, 0}, 2);
-    run_scan_case(cb, gb, {2, 65, 16, 5, true, true, 7});
-  }
-  gb.set_scan_emu(-1);
+  // B and C rows not 16-byte aligned (R = 3): the general kernel.
+  for (int64_t len : {1, 65, 1000})
+    for (int64_t chunk : {0, 7, 64})
+      run_scan_case(cb, gb, {2, len, 130, 16, true, true, chunk, 3});
+  // The general kernel where the fast one would apply.
+  gb.set_scan_general(true);
+  run_scan_case(cb, gb, {2, 1000, 130, 16, true, true, 64});
+  run_scan_case(cb, gb, {1, 3001, 256, 16, true, true, 0}, 2);
+  run_scan_case(cb, gb, {2, 65, 16, 5, true, true, 7});
+  gb.set_scan_general(false);
 }
 
 TEST(CudaOps, SelectiveScanOtherStateSizes) {

@@ -122,7 +122,9 @@ void CpuBackend::embedding(const Tensor& ids, const Tensor& table, Tensor& out) 
 
 void CpuBackend::add_norm(const Tensor& x, Tensor& residual, bool first, const Tensor& w,
                           const Tensor* b, float eps, Tensor& out) {
-  const int64_t T = x.rows, D = x.cols;
+  const bool add = x.defined();  // else residual already holds the sum
+  const int64_t T = residual.rows, D = residual.cols;
+  if (add) check_shape(x, T, D, "add_norm x");
   check_shape(residual, T, D, "add_norm residual");
   check_shape(out, T, D, "add_norm out");
   check_shape(w, 1, D, "add_norm weight");
@@ -131,10 +133,12 @@ void CpuBackend::add_norm(const Tensor& x, Tensor& residual, bool first, const T
   const float* bp = b ? b->data<float>() : nullptr;
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < T; ++t) {
-    const float* xr = x.data<float>() + t * x.ld;
     float* rr = residual.data<float>() + t * residual.ld;
     float* orow = out.data<float>() + t * out.ld;
-    for (int64_t d = 0; d < D; ++d) rr[d] = first ? xr[d] : xr[d] + rr[d];
+    if (add) {
+      const float* xr = x.data<float>() + t * x.ld;
+      for (int64_t d = 0; d < D; ++d) rr[d] = first ? xr[d] : xr[d] + rr[d];
+    }
     if (!bp) {
       double ss = 0;
       for (int64_t d = 0; d < D; ++d) ss += double(rr[d]) * rr[d];
@@ -154,6 +158,14 @@ void CpuBackend::add_norm(const Tensor& x, Tensor& residual, bool first, const T
 }
 
 void CpuBackend::linear(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out) {
+  gemm(x, W, bias, out, 0.0f);
+}
+
+void CpuBackend::linear_add(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out) {
+  gemm(x, W, bias, out, 1.0f);
+}
+
+void CpuBackend::gemm(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out, float beta) {
   check_f32(x, "linear x");
   check_f32(W, "linear W");
   check_f32(out, "linear out");
@@ -170,7 +182,7 @@ void CpuBackend::linear(const Tensor& x, const Tensor& W, const Tensor* bias, Te
   for (int64_t blk = 0; blk < nblk; ++blk) {
     const int64_t r0 = blk * kRowBlock, nr = std::min(kRowBlock, T - r0);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(nr), int(N), int(K), 1.0f,
-                x.data<float>() + r0 * x.ld, int(x.ld), W.data<float>(), int(W.ld), 0.0f,
+                x.data<float>() + r0 * x.ld, int(x.ld), W.data<float>(), int(W.ld), beta,
                 out.data<float>() + r0 * out.ld, int(out.ld));
   }
   if (bias) {

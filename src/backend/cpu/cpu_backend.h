@@ -20,6 +20,7 @@ class CpuBackend : public Backend {
   void add_norm(const Tensor& x, Tensor& residual, bool first, const Tensor& w, const Tensor* b,
                 float eps, Tensor& out) override;
   void linear(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out) override;
+  void linear_add(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out) override;
   void conv1d_silu(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& state,
                    int64_t batch, int64_t len, Tensor& out) override;
   void selective_scan(const SelectiveScanArgs& a) override;
@@ -28,6 +29,7 @@ class CpuBackend : public Backend {
   void log_softmax_logits(const Tensor& hidden, const Tensor& lm_w, Tensor& out) override;
 
  private:
+  void gemm(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out, float beta);
   int threads_;
 };
 

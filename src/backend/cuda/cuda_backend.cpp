@@ -107,6 +107,11 @@ struct CudaBackend::Impl {
     size_t bytes = 0;
   };
   Slot slots[4];
+  // Fences: a ring of events, each with a page-locked copy of bad_id taken just before it.
+  static constexpr int kFences = 8;
+  cudaEvent_t fence_ev[kFences] = {};
+  int* fence_bad = nullptr;
+  int64_t fences = 0;
 };
 
 CudaBackend::CudaBackend(int device, DType compute) : impl_(std::make_unique<Impl>()), device_(device), compute_(compute) {
@@ -122,7 +127,7 @@ CudaBackend::CudaBackend(int device, DType compute) : impl_(std::make_unique<Imp
   CUDA_CHECK(cudaMalloc(&impl_->bad_id, sizeof(int)));
   CUDA_CHECK(cudaMemsetAsync(impl_->bad_id, 0, sizeof(int), impl_->stream));
   if (const char* e = std::getenv("DNAMBA_SCAN_CHUNK")) scan_chunk_ = std::atoll(e);
-  if (const char* e = std::getenv("DNAMBA_SCAN_EMU")) scan_emu_ = std::atoi(e);
+  if (const char* e = std::getenv("DNAMBA_SCAN_GENERAL")) scan_general_ = std::atoi(e) != 0;
   if (const char* e = std::getenv("DNAMBA_CUDA_SMALLK")) small_k_ = *e && *e != '0';
   if (const char* e = std::getenv("DNAMBA_CUDA_PROFILE")) impl_->profile = *e && *e != '0';
   // bf16 mode keeps the big per-token intermediates in bf16 (DNAMBA_CUDA_F32_ACTIVATIONS=1: fp32).
@@ -152,6 +157,9 @@ CudaBackend::~CudaBackend() {
   }
   for (auto& s : impl_->slots)
     if (s.p) cudaFree(s.p);
+  for (auto& e : impl_->fence_ev)
+    if (e) cudaEventDestroy(e);
+  if (impl_->fence_bad) cudaFreeHost(impl_->fence_bad);
   if (impl_->bad_id) cudaFree(impl_->bad_id);
   if (impl_->blas) cublasDestroy(impl_->blas);
   if (impl_->stream) cudaStreamDestroy(impl_->stream);
@@ -266,6 +274,54 @@ void CudaBackend::zero(Tensor& t) {
 
 void CudaBackend::synchronize() { check_device_errors(); }
 
+void* CudaBackend::host_alloc(size_t bytes) {
+  void* p = nullptr;
+  if (cudaHostAlloc(&p, std::max<size_t>(bytes, 1), cudaHostAllocDefault) != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw Error("out of page-locked host memory on " + name() + ": asked for " + mib(bytes) + "; try a smaller --chunk");
+  }
+  return p;
+}
+
+void CudaBackend::host_free(void* p) {
+  if (p) cudaFreeHost(p);
+}
+
+void CudaBackend::to_host_async(const Tensor& src, void* host) {
+  OpTimer timer_(impl_->profile, impl_->stream, "to_host", &impl_->spans);
+  const size_t es = dtype_size(src.dtype);
+  if (src.rows <= 0 || src.cols <= 0) return;
+  if (src.contiguous())
+    CUDA_CHECK(cudaMemcpyAsync(host, src.data<char>(), size_t(src.numel()) * es, cudaMemcpyDeviceToHost, impl_->stream));
+  else
+    CUDA_CHECK(cudaMemcpy2DAsync(host, size_t(src.cols) * es, src.data<char>(), size_t(src.ld) * es,
+                                 size_t(src.cols) * es, size_t(src.rows), cudaMemcpyDeviceToHost, impl_->stream));
+}
+
+int64_t CudaBackend::fence() {
+  auto& im = *impl_;
+  if (!im.fence_bad) {
+    CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&im.fence_bad), sizeof(int) * Impl::kFences, cudaHostAllocDefault));
+    for (auto& e : im.fence_ev) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  }
+  const int i = int(im.fences % Impl::kFences);
+  CUDA_CHECK(cudaMemcpyAsync(&im.fence_bad[i], im.bad_id, sizeof(int), cudaMemcpyDeviceToHost, im.stream));
+  CUDA_CHECK(cudaEventRecord(im.fence_ev[i], im.stream));
+  return im.fences++;
+}
+
+void CudaBackend::wait(int64_t f) {
+  auto& im = *impl_;
+  DNAMBA_CHECK(f >= 0 && f < im.fences && f >= im.fences - Impl::kFences, "wait: fence " + std::to_string(f) +
+                                                                            " is not one of the last 8");
+  const int i = int(f % Impl::kFences);
+  CUDA_CHECK(cudaEventSynchronize(im.fence_ev[i]));
+  if (im.fence_bad[i]) {
+    CUDA_CHECK(cudaMemsetAsync(im.bad_id, 0, sizeof(int), im.stream));
+    throw Error("embedding: a token id outside the vocabulary reached the GPU");
+  }
+}
+
 Tensor CudaBackend::weight_matrix(const float* host, int64_t rows, int64_t cols) {
   if (compute_ != DType::BF16) return upload_f32(host, rows, cols);
   std::vector<uint16_t> h(size_t(rows * cols));
@@ -291,8 +347,12 @@ void CudaBackend::embedding(const Tensor& ids, const Tensor& table, Tensor& out)
 void CudaBackend::add_norm(const Tensor& x, Tensor& residual, bool first, const Tensor& w, const Tensor* b, float eps,
                            Tensor& out) {
   OpTimer timer_(impl_->profile, impl_->stream, "add_norm", &impl_->spans);
-  const int64_t T = x.rows, D = x.cols;
-  check_dtype(x, DType::F32, "add_norm x");
+  const bool add = x.defined();  // else residual already holds the sum
+  const int64_t T = residual.rows, D = residual.cols;
+  if (add) {
+    check_dtype(x, DType::F32, "add_norm x");
+    check_shape(x, T, D, "add_norm x");
+  }
   check_dtype(residual, DType::F32, "add_norm residual");
   check_act(out, "add_norm out");
   check_dtype(w, DType::F32, "add_norm weight");
@@ -303,12 +363,21 @@ void CudaBackend::add_norm(const Tensor& x, Tensor& residual, bool first, const 
     check_dtype(*b, DType::F32, "add_norm bias");
     check_shape(*b, 1, D, "add_norm bias");
   }
-  kernels::add_norm(x.data<float>(), x.ld, residual.data<float>(), residual.ld, first, w.data<float>(),
+  kernels::add_norm(add ? x.data<float>() : nullptr, x.ld, residual.data<float>(), residual.ld, first, w.data<float>(),
                     b ? b->data<float>() : nullptr, eps, out.data<char>(), out.dtype == DType::BF16, out.ld, T, D,
                     impl_->stream);
 }
 
 void CudaBackend::linear(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out) {
+  gemm(x, W, bias, out, false);
+}
+
+void CudaBackend::linear_add(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out) {
+  check_dtype(out, DType::F32, "linear_add out");
+  gemm(x, W, bias, out, true);
+}
+
+void CudaBackend::gemm(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out, bool accumulate) {
   // The profile tells the skinny GEMMs apart (Mamba's dt_proj has K = dt_rank, x_proj N = dt_rank + 2N).
   OpTimer timer_(impl_->profile, impl_->stream,
                  x.cols <= 32 ? "linear_small_k" : W.rows <= 64 ? "linear_small_n" : "linear", &impl_->spans);
@@ -327,17 +396,18 @@ void CudaBackend::linear(const Tensor& x, const Tensor& W, const Tensor* bias, T
   if (T == 0 || N == 0) return;
   DNAMBA_CHECK(T < (int64_t(1) << 31) && K < (int64_t(1) << 31), "linear: too many rows for one cuBLAS call");
   const float one = 1.0f, zero_f = 0.0f;
+  const float* beta = accumulate ? &one : &zero_f;
   // Row-major out[T,N] = x[T,K] . W[N,K]^T is column-major out^T[N,T] = W^T(op T of [K,N]) . x^T([K,T]).
   if (K == 0) {
     Tensor o = out;
-    zero(o);
-  } else if (small_k_ && K <= 32 && W.dtype == DType::BF16 && x.dtype == DType::BF16) {
+    if (!accumulate) zero(o);
+  } else if (!accumulate && small_k_ && K <= 32 && W.dtype == DType::BF16 && x.dtype == DType::BF16) {
     // Thin inner dimension (dt_proj): a streaming kernel instead of a GEMM tiled for long K.
     kernels::linear_small_k(x.data<__nv_bfloat16>(), x.ld, W.data<__nv_bfloat16>(), W.ld, out.data<char>(),
                             out.dtype == DType::BF16, out.ld, T, N, K, sm_count_, impl_->stream);
   } else if (W.dtype == DType::F32) {
     CUBLAS_CHECK(cublasSgemm(impl_->blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one, W.data<float>(),
-                             int(W.ld), x.data<float>(), int(x.ld), &zero_f, out.data<float>(), int(out.ld)));
+                             int(W.ld), x.data<float>(), int(x.ld), beta, out.data<float>(), int(out.ld)));
   } else {
     // bf16 activations go to cuBLAS as they are; fp32 ones are packed to bf16 first.
     const __nv_bfloat16* xb = x.data<__nv_bfloat16>();
@@ -350,7 +420,7 @@ void CudaBackend::linear(const Tensor& x, const Tensor& W, const Tensor* bias, T
     }
     const bool ob = out.dtype == DType::BF16;
     CUBLAS_CHECK(cublasGemmEx(impl_->blas, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T), int(K), &one,
-                              W.data<__nv_bfloat16>(), CUDA_R_16BF, int(W.ld), xb, CUDA_R_16BF, int(ldx), &zero_f,
+                              W.data<__nv_bfloat16>(), CUDA_R_16BF, int(W.ld), xb, CUDA_R_16BF, int(ldx), beta,
                               out.data<char>(), ob ? CUDA_R_16BF : CUDA_R_32F, int(out.ld), CUBLAS_COMPUTE_32F,
                               CUBLAS_GEMM_DEFAULT));
   }
@@ -435,7 +505,7 @@ void CudaBackend::selective_scan(const SelectiveScanArgs& a) {
   p.dstate = N;
   p.softplus = a.delta_softplus;
   p.chunk = scan_chunk_;
-  p.emu_states = scan_emu_;
+  p.general = scan_general_;
   const auto plan = kernels::selective_scan_plan(p, sm_count_);
   void* ws = plan.workspace_bytes ? scratch(1, plan.workspace_bytes) : nullptr;
   if (adt == DType::BF16) kernels::selective_scan<__nv_bfloat16>(p, plan, ws, impl_->stream);

@@ -30,12 +30,20 @@ class CudaBackend : public Backend {
   void copy(Tensor& dst, const Tensor& src) override;
   void zero(Tensor& t) override;
   void synchronize() override;
+  void* host_alloc(size_t bytes) override;
+  void host_free(void* p) override;
+  void to_host_async(const Tensor& src, void* host) override;
+  int64_t fence() override;  // the last 8 fences can be waited for
+  void wait(int64_t fence) override;
   Tensor weight_matrix(const float* host, int64_t rows, int64_t cols) override;
 
   void embedding(const Tensor& ids, const Tensor& table, Tensor& out) override;
   void add_norm(const Tensor& x, Tensor& residual, bool first, const Tensor& w, const Tensor* b, float eps,
                 Tensor& out) override;
   void linear(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out) override;
+  void linear_add(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out) override;
+  // linear and linear_add: out = x . W^T (+ out when accumulating) (+ bias).
+  void gemm(const Tensor& x, const Tensor& W, const Tensor* bias, Tensor& out, bool accumulate);
   void conv1d_silu(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& state, int64_t batch,
                    int64_t len, Tensor& out) override;
   void selective_scan(const SelectiveScanArgs& a) override;
@@ -47,7 +55,7 @@ class CudaBackend : public Backend {
   // Sequence chunk of the parallel scan (0: chosen from the GPU size). For tests.
   void set_scan_chunk(int64_t chunk) { scan_chunk_ = chunk; }
   // States (of 16) whose exp the fast-path scan computes on the FMA pipe (-1: default). For tests.
-  void set_scan_emu(int emu) { scan_emu_ = emu; }
+  void set_scan_general(bool general) { scan_general_ = general; }  // the general scan kernel only
   void set_small_k(bool on) { small_k_ = on; }  // For tests: see small_k_.
   int sm_count() const { return sm_count_; }
   int device() const { return device_; }
@@ -66,10 +74,10 @@ class CudaBackend : public Backend {
   DType act_ = DType::BF16;
   int sm_count_ = 1;
   int64_t scan_chunk_ = 0;
-  int scan_emu_ = -1;
+  bool scan_general_ = false;
   // DNAMBA_CUDA_SMALLK=1: K <= 32 products (dt_proj) through kernels/linear_small_k.cu instead of
   // cuBLAS. Off by default: on the H200 it took 0.62 ms a layer-Mbp against cuBLAS's 0.37.
-  bool small_k_ = false;  // DNAMBA_SCAN_EMU: states whose exp runs on the FMA pipe (-1: the kernel's default)
+  bool small_k_ = false;
 };
 
 }  // namespace dnamba
