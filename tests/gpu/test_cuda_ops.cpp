@@ -65,6 +65,12 @@ TEST(CudaOps, AddNorm) {
           EXPECT_LT(test::rel_err(host_of(*gb, out.gpu), host_of(cb, out.cpu)), kTolF32)
               << "D " << D << " T " << T << " layer " << layer << " first " << first;
           EXPECT_LT(test::rel_err(host_of(*gb, res.gpu), host_of(cb, res.cpu)), 1e-6);
+          // No x: the residual stream is only normalised (the model's flow after linear_add).
+          cb.add_norm(Tensor{}, res.cpu, false, w.cpu, layer ? &b.cpu : nullptr, 1e-5f, out.cpu);
+          gb->add_norm(Tensor{}, res.gpu, false, w.gpu, layer ? &b.gpu : nullptr, 1e-5f, out.gpu);
+          EXPECT_LT(test::rel_err(host_of(*gb, out.gpu), host_of(cb, out.cpu)), kTolF32)
+              << "norm only: D " << D << " T " << T << " layer " << layer;
+          EXPECT_LT(test::rel_err(host_of(*gb, res.gpu), host_of(cb, res.cpu)), 1e-6);
         }
       }
     }
@@ -88,6 +94,12 @@ TEST(CudaOps, Linear) {
         gb->linear(x.gpu, wg, with_bias ? &bias.gpu : nullptr, out.gpu);
         EXPECT_LT(test::rel_err(host_of(*gb, out.gpu), host_of(cb, out.cpu)), dt == DType::F32 ? kTolF32 : kTolBF16)
             << dtype_name(dt) << " T " << T << " K " << K << " N " << N;
+        // linear_add: out += x . W^T (+ bias), into an fp32 tensor holding other values.
+        auto acc = make_pair(cb, *gb, randn(size_t(T * N)), T, N, 2);
+        cb.linear_add(x.cpu, wc, with_bias ? &bias.cpu : nullptr, acc.cpu);
+        gb->linear_add(x.gpu, wg, with_bias ? &bias.gpu : nullptr, acc.gpu);
+        EXPECT_LT(test::rel_err(host_of(*gb, acc.gpu), host_of(cb, acc.cpu)), dt == DType::F32 ? kTolF32 : kTolBF16)
+            << "linear_add " << dtype_name(dt) << " T " << T << " K " << K << " N " << N;
       }
     }
   }
