@@ -443,7 +443,11 @@ ScanPlan selective_scan_plan(const ScanParams& p, int sm_count) {
     // chunks of at least 256 steps (fewer only for short inputs).
     static const int resident_fast = [] {
       int n = 0;
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, scan_fast_kernel<__nv_bfloat16, true>, kThreads, 0);
+      if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, scan_fast_kernel<__nv_bfloat16, true>, kThreads, 0) !=
+          cudaSuccess) {
+        (void)cudaGetLastError();  // not left for the next launch check to report
+        n = 0;
+      }
       return n;
     }();
     const int per_sm = pl.fast && resident_fast > 0 ? resident_fast : 6;
