@@ -200,6 +200,68 @@ TEST(CudaOps, Conv1dSiluWithState) {
   }
 }
 
+// The conv kernel on bf16 rows (the model's data flow in bf16 mode): two channels a thread where
+// widths and strides are even, one where not; the state carried across two calls.
+TEST(CudaConvKernel, Bf16PairsAndSingles) {
+  SKIP_WITHOUT_GPU();
+  CpuBackend cb(4);
+  auto round_bf16 = [](std::vector<float> v, std::vector<uint16_t>& bits) {
+    bits.resize(v.size());
+    for (size_t i = 0; i < v.size(); ++i) {
+      bits[i] = io::f32_to_bf16(v[i]);
+      v[i] = io::bf16_to_f32(bits[i]);
+    }
+    return v;
+  };
+  struct Case { int64_t C, ld_x; };
+  for (Case k : {Case{130, 260}, Case{129, 258}, Case{130, 131}}) {  // pairs; odd C; odd stride
+    for (int64_t batch : {1, 2}) {
+      for (int64_t len : {1, 5, 64, 1000}) {
+        const int64_t C = k.C, K = 4, S = K - 1, T = batch * len;
+        auto wv = randn(size_t(C * K), 0.5f), bv = randn(size_t(C)), sv = randn(size_t(batch * C * S));
+        Tensor wc = cb.upload_f32(wv.data(), C, K), bc = cb.upload_f32(bv.data(), 1, C);
+        Tensor stc = cb.upload_f32(sv.data(), batch, C * S);
+        float *wd, *bd, *sd;
+        ASSERT_EQ(cudaMalloc(&wd, wv.size() * 4), cudaSuccess);
+        ASSERT_EQ(cudaMalloc(&bd, bv.size() * 4), cudaSuccess);
+        ASSERT_EQ(cudaMalloc(&sd, sv.size() * 4), cudaSuccess);
+        cudaMemcpy(wd, wv.data(), wv.size() * 4, cudaMemcpyHostToDevice);
+        cudaMemcpy(bd, bv.data(), bv.size() * 4, cudaMemcpyHostToDevice);
+        cudaMemcpy(sd, sv.data(), sv.size() * 4, cudaMemcpyHostToDevice);
+        for (int call = 0; call < 2; ++call) {
+          std::vector<uint16_t> xb;
+          auto xfull = round_bf16(randn(size_t(T * k.ld_x)), xb);  // rows of ld_x, the first C used
+          std::vector<float> xr(size_t(T * C));
+          for (int64_t t = 0; t < T; ++t)
+            for (int64_t c = 0; c < C; ++c) xr[size_t(t * C + c)] = xfull[size_t(t * k.ld_x + c)];
+          Tensor xc = cb.upload_f32(xr.data(), T, C), oc = cb.alloc(T, C);
+          cb.conv1d_silu(xc, wc, &bc, stc, batch, len, oc);
+          void *xd, *od;
+          ASSERT_EQ(cudaMalloc(&xd, xb.size() * 2), cudaSuccess);
+          ASSERT_EQ(cudaMalloc(&od, size_t(T * C) * 2), cudaSuccess);
+          cudaMemcpy(xd, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice);
+          kernels::conv1d_silu(xd, k.ld_x, wd, K, bd, sd, C * S, od, C, batch, len, C, K, true, nullptr);
+          ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+          std::vector<uint16_t> ob(size_t(T * C));
+          std::vector<float> got(ob.size()), got_state(sv.size());
+          cudaMemcpy(ob.data(), od, ob.size() * 2, cudaMemcpyDeviceToHost);
+          cudaMemcpy(got_state.data(), sd, got_state.size() * 4, cudaMemcpyDeviceToHost);
+          for (size_t i = 0; i < ob.size(); ++i) got[i] = io::bf16_to_f32(ob[i]);
+          const std::string what = "C " + std::to_string(C) + " ld " + std::to_string(k.ld_x) + " batch " +
+                                   std::to_string(batch) + " len " + std::to_string(len) + " call " + std::to_string(call);
+          EXPECT_LT(test::rel_err(got, host_of(cb, oc)), 1e-2) << what;
+          EXPECT_LT(test::rel_err(got_state, host_of(cb, stc)), 1e-7) << "state: " << what;
+          cudaFree(xd);
+          cudaFree(od);
+        }
+        cudaFree(wd);
+        cudaFree(bd);
+        cudaFree(sd);
+      }
+    }
+  }
+}
+
 namespace {
 
 struct ScanCase {
