@@ -6,16 +6,11 @@
 // x, residual and out must not overlap (the model never aliases them).
 #include "backend/cuda/cuda_check.h"
 #include "kernels/kernels.h"
+#include "kernels/warp_reduce.cuh"
 
 namespace dnamba::kernels {
 
 namespace {
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
-  return v;
-}
 
 __device__ __forceinline__ void store_out(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store_out(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }

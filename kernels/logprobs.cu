@@ -8,6 +8,7 @@
 // Token ids of A, C, G, T are 7..10 (the Caduceus/HyenaDNA character vocabulary).
 #include "backend/cuda/cuda_check.h"
 #include "kernels/kernels.h"
+#include "kernels/warp_reduce.cuh"
 
 namespace dnamba::kernels {
 
@@ -16,16 +17,6 @@ namespace {
 constexpr int kVMax = 32;
 constexpr int64_t kSmemMax = 48 * 1024;
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
-  return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int m = 16; m > 0; m >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, m));
-  return v;
-}
 
 __global__ void __launch_bounds__(256)
 token_logprobs_fused_kernel(const float* __restrict__ hidden, int64_t ld_h, const void* W, bool w_bf16, int64_t ld_w,

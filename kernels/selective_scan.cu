@@ -78,6 +78,14 @@ struct Geometry {
   int64_t chunk;
 };
 
+// The state chunk k of sequence b starts from in pass 3 (channel c, d_state N values): the given
+// state itself with one chunk, else what the combine pass wrote.
+__device__ __forceinline__ const float* chunk_h_in(const ScanParams& p, const Geometry& g, const float* ws_h,
+                                                   int64_t b, int64_t k, int64_t c) {
+  return g.nchunks == 1 ? p.state + b * p.ld_state + c * p.dstate
+                        : ws_h + ((b * g.nchunks + k) * p.channels + c) * p.dstate;
+}
+
 // Shared body of passes 1 and 3, any d_state, any layout of B and C (the general kernel).
 // kOut: pass 3 (outputs), else pass 1 (aggregate).
 template <class T, int TPC, bool kOut>
@@ -110,19 +118,13 @@ scan_chunk_kernel(const ScanParams p, const Geometry g, int64_t chunks_launched,
   const T* __restrict__ Cg = static_cast<const T*>(p.C);
 
   float A2[kNT], h[kNT];
-  // h_in: the state itself with one chunk, else what the combine pass wrote.
-  const float* hin = nullptr;
-  int64_t hin_off = 0;
-  if (kOut) {
-    if (g.nchunks == 1) { hin = p.state; hin_off = b * p.ld_state + c * N; }
-    else { hin = ws_h; hin_off = ((b * g.nchunks + k) * C + c) * N; }
-  }
+  const float* hin = kOut ? chunk_h_in(p, g, ws_h, b, k, valid ? c : 0) : nullptr;
 #pragma unroll
   for (int i = 0; i < kNT; ++i) {
     const int n = n0 + i;
     const bool ok = valid && n < N;
     A2[i] = ok ? __ldg(p.A + c * p.ld_A + n) * kLog2e : 0.0f;
-    h[i] = (kOut && ok) ? hin[hin_off + n] : 0.0f;
+    h[i] = (kOut && ok) ? hin[n] : 0.0f;
   }
   const float bias = (valid && p.dt_bias) ? __ldg(p.dt_bias + c) : 0.0f;
   const float Dc = (valid && p.D) ? __ldg(p.D + c) : 0.0f;
@@ -241,16 +243,11 @@ scan_fast_kernel(const ScanParams p, const Geometry g, int64_t chunks_launched, 
   const T* __restrict__ Cg = static_cast<const T*>(p.C);
 
   float A2[kNT], h[kNT];
-  const float* hin = nullptr;
-  int64_t hin_off = 0;
-  if (kOut) {
-    if (g.nchunks == 1) { hin = p.state; hin_off = b * p.ld_state + cc * kNT; }
-    else { hin = ws_h; hin_off = ((b * g.nchunks + k) * C + cc) * kNT; }
-  }
+  const float* hin = kOut ? chunk_h_in(p, g, ws_h, b, k, cc) : nullptr;  // dstate == kNT here
 #pragma unroll
   for (int i = 0; i < kNT; ++i) {
     A2[i] = valid ? __ldg(p.A + cc * p.ld_A + i) * kLog2e : 0.0f;
-    h[i] = (kOut && valid) ? hin[hin_off + i] : 0.0f;
+    h[i] = (kOut && valid) ? hin[i] : 0.0f;
   }
   const float bias = (valid && p.dt_bias) ? __ldg(p.dt_bias + cc) : 0.0f;
   const float Dc = (valid && p.D) ? __ldg(p.D + cc) : 0.0f;

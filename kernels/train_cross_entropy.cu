@@ -6,21 +6,11 @@
 // shared memory, 8*V floats a block); any D. Reductions are xor-shuffle trees (fixed order).
 #include "backend/cuda/cuda_check.h"
 #include "kernels/train_kernels.h"
+#include "kernels/warp_reduce.cuh"
 
 namespace dnamba::kernels::train {
 
 namespace {
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
-  return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int m = 16; m > 0; m >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, m));
-  return v;
-}
 
 __global__ void __launch_bounds__(256)
 ce_rows_kernel(const float* __restrict__ hidden, int64_t ld_h, const float* __restrict__ W, int64_t ld_w,

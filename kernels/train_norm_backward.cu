@@ -6,16 +6,11 @@
 // row reductions are xor-shuffle trees (fixed order). dw through the deterministic column sum.
 // r, dout and dr must not overlap.
 #include "kernels/train_colsum.cuh"
+#include "kernels/warp_reduce.cuh"
 
 namespace dnamba::kernels::train {
 
 namespace {
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
-  return v;
-}
 
 __global__ void __launch_bounds__(256)
 rmsnorm_bwd_rows(const float* __restrict__ r, int64_t ld_r, const float* __restrict__ w, float eps,

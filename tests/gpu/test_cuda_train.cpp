@@ -445,13 +445,17 @@ double train_step(TrainableMamba& m, const std::vector<int32_t>& ids, const std:
 
 }  // namespace
 
-TEST(CudaTrain, WholeModelGradients) {
-  SKIP_WITHOUT_GPU();
+namespace {
+
+// Loss and every parameter's gradient of a small model (tied and untied) on the GPU in `dt` against the
+// CPU: the loss within loss_tol relative, each gradient within grad_tol.
+void whole_model_gradients(DType dt, double loss_tol, double grad_tol, const std::string& label) {
   for (bool tied : {true, false}) {
     const ModelConfig c = small_config(tied, !tied, 32);
     const int64_t batch = 2, len = 100, chunk = 16;
     CpuTrainBackend cpu(4);
-    CudaTrainBackend gpu(0, DType::F32);
+    CudaTrainBackend gpu(0, dt);
+    EXPECT_EQ(gpu.fwd().compute_dtype(), dt);
     TrainableMamba mc(cpu, c, chunk), mg(gpu, c, chunk);
     init_both(mc, mg, 17);
     std::vector<int32_t> ids, tg;
@@ -460,13 +464,20 @@ TEST(CudaTrain, WholeModelGradients) {
     mg.zero_grad();
     const double lc = mc.forward_backward(ids.data(), tg.data(), batch, len, 0.01f);
     const double lg = mg.forward_backward(ids.data(), tg.data(), batch, len, 0.01f);
-    EXPECT_NEAR(lg, lc, 1e-5 * lc) << "whole-model loss, tied=" << tied;
+    EXPECT_NEAR(lg, lc, loss_tol * lc) << label << " loss, tied=" << tied;
     for (size_t i = 0; i < mc.params().size(); ++i) {
       const auto& p = mc.params()[i];
-      compare("whole model grad " + p.name + (tied ? " (tied)" : " (untied, proj bias)"), mg.host(mg.params()[i].grad),
-              mc.host(p.grad), p.grad.cols);
+      compare(label + " grad " + p.name + (tied ? " (tied)" : " (untied, proj bias)"), mg.host(mg.params()[i].grad),
+              mc.host(p.grad), p.grad.cols, grad_tol);
     }
   }
+}
+
+}  // namespace
+
+TEST(CudaTrain, WholeModelGradients) {
+  SKIP_WITHOUT_GPU();
+  whole_model_gradients(DType::F32, 1e-5, kTolF32, "whole model");
 }
 
 TEST(CudaTrain, AdamWStepsMatchCpu) {
@@ -524,27 +535,7 @@ TEST(CudaTrain, TwoRunsGiveBitIdenticalWeights) {
 // 3e-2 of the fp32 CPU reference.
 TEST(CudaTrain, BF16WholeModelGradients) {
   SKIP_WITHOUT_GPU();
-  for (bool tied : {true, false}) {
-    const ModelConfig c = small_config(tied, !tied, 32);
-    const int64_t batch = 2, len = 100, chunk = 16;
-    CpuTrainBackend cpu(4);
-    CudaTrainBackend gpu(0, DType::BF16);
-    EXPECT_EQ(gpu.fwd().compute_dtype(), DType::BF16);
-    TrainableMamba mc(cpu, c, chunk), mg(gpu, c, chunk);
-    init_both(mc, mg, 17);
-    std::vector<int32_t> ids, tg;
-    tokens(batch, len, 18, ids, tg);
-    mc.zero_grad();
-    mg.zero_grad();
-    const double lc = mc.forward_backward(ids.data(), tg.data(), batch, len, 0.01f);
-    const double lg = mg.forward_backward(ids.data(), tg.data(), batch, len, 0.01f);
-    EXPECT_NEAR(lg, lc, 5e-3 * lc) << "bf16 whole-model loss, tied=" << tied;
-    for (size_t i = 0; i < mc.params().size(); ++i) {
-      const auto& p = mc.params()[i];
-      compare("bf16 whole model grad " + p.name + (tied ? " (tied)" : " (untied, proj bias)"),
-              mg.host(mg.params()[i].grad), mc.host(p.grad), p.grad.cols, 3e-2);
-    }
-  }
+  whole_model_gradients(DType::BF16, 5e-3, 3e-2, "bf16 whole model");
 }
 
 // The bf16 weight copies follow the fp32 master weights through AdamW steps: after training on the

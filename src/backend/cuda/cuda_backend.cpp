@@ -235,15 +235,7 @@ void CudaBackend::to_device(Tensor& dst, const void* host) {
 }
 
 void CudaBackend::to_host(const Tensor& src, void* host) {
-  OpTimer timer_(impl_->profile, impl_->stream, "to_host", &impl_->spans);
-  const size_t es = dtype_size(src.dtype);
-  // Contiguous views go as one block: a 2-D copy of narrow rows (e.g. [T, 5]) runs row by row.
-  if (src.rows > 0 && src.cols > 0 && src.contiguous())
-    CUDA_CHECK(cudaMemcpyAsync(host, src.data<char>(), size_t(src.numel()) * es, cudaMemcpyDeviceToHost,
-                               impl_->stream));
-  else if (src.rows > 0 && src.cols > 0)
-    CUDA_CHECK(cudaMemcpy2DAsync(host, size_t(src.cols) * es, src.data<char>(), size_t(src.ld) * es,
-                                 size_t(src.cols) * es, size_t(src.rows), cudaMemcpyDeviceToHost, impl_->stream));
+  to_host_async(src, host);
   check_device_errors();  // synchronises the stream
 }
 
@@ -291,6 +283,7 @@ void CudaBackend::to_host_async(const Tensor& src, void* host) {
   OpTimer timer_(impl_->profile, impl_->stream, "to_host", &impl_->spans);
   const size_t es = dtype_size(src.dtype);
   if (src.rows <= 0 || src.cols <= 0) return;
+  // Contiguous views go as one block: a 2-D copy of narrow rows (e.g. [T, 5]) runs row by row.
   if (src.contiguous())
     CUDA_CHECK(cudaMemcpyAsync(host, src.data<char>(), size_t(src.numel()) * es, cudaMemcpyDeviceToHost, impl_->stream));
   else
