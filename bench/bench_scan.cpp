@@ -30,8 +30,11 @@ struct Result {
 };
 
 template <class T>
-Result bench(int64_t L, int64_t C, int64_t N, int64_t chunk, int repeats, const char* tname, bool general = false) {
+Result bench(int64_t L, int64_t C, int64_t N, int64_t chunk, int repeats, const char* tname, bool general = false,
+             int64_t batch = 1, int mode = 0, int tpc = 0, int fma = -1) {
   const size_t es = sizeof(T);
+  const int64_t Lseq = L;
+  L *= batch;  // rows of every per-token tensor
   void *u, *dl, *z, *o, *B, *Cm;
   float *A, *D, *bias, *st;
   CUDA_CHECK(cudaMalloc(&u, size_t(L * C) * es));
@@ -43,7 +46,7 @@ Result bench(int64_t L, int64_t C, int64_t N, int64_t chunk, int repeats, const 
   CUDA_CHECK(cudaMalloc(&A, size_t(C * N) * 4));
   CUDA_CHECK(cudaMalloc(&D, size_t(C) * 4));
   CUDA_CHECK(cudaMalloc(&bias, size_t(C) * 4));
-  CUDA_CHECK(cudaMalloc(&st, size_t(C * N) * 4));
+  CUDA_CHECK(cudaMalloc(&st, size_t(batch * C * N) * 4));
   auto fill = [&](void* p, int64_t n, uint64_t seed, float lo, float hi) {
     if constexpr (sizeof(T) == 2) kernels::fill_uniform_bf16(static_cast<__nv_bfloat16*>(p), n, seed, lo, hi, nullptr);
     else kernels::fill_uniform_f32(static_cast<float*>(p), n, seed, lo, hi, nullptr);
@@ -57,12 +60,13 @@ Result bench(int64_t L, int64_t C, int64_t N, int64_t chunk, int repeats, const 
   kernels::fill_uniform_f32(A, C * N, 7, -8.0f, -0.5f, nullptr);
   kernels::fill_uniform_f32(D, C, 8, 0.5f, 1.5f, nullptr);
   kernels::fill_uniform_f32(bias, C, 9, -6.0f, -2.0f, nullptr);
-  kernels::fill_uniform_f32(st, C * N, 10, -1.0f, 1.0f, nullptr);
+  kernels::fill_uniform_f32(st, batch * C * N, 10, -1.0f, 1.0f, nullptr);
   kernels::ScanParams p;
   p.u = u; p.ld_u = C; p.delta = dl; p.ld_delta = C; p.z = z; p.ld_z = C;
   p.B = B; p.ld_B = N; p.C = Cm; p.ld_C = N; p.out = o; p.ld_out = C;
   p.A = A; p.ld_A = N; p.D = D; p.dt_bias = bias; p.state = st; p.ld_state = C * N;
-  p.batch = 1; p.len = L; p.channels = C; p.dstate = N; p.chunk = chunk; p.general = general;
+  p.batch = batch; p.len = Lseq; p.channels = C; p.dstate = N; p.chunk = chunk; p.general = general;
+  p.mode = mode; p.single_tpc = tpc; p.single_fma_exp = fma;
   int sms = 0;
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   auto plan = kernels::selective_scan_plan(p, sms);
@@ -99,9 +103,13 @@ Result bench(int64_t L, int64_t C, int64_t N, int64_t chunk, int repeats, const 
   std::sort(ms.begin(), ms.end());
   Result r;
   char buf[200];
-  std::snprintf(buf, sizeof buf, "scan %s L=%lld C=%lld N=%lld ch=%lld(x%lld) %s", tname, (long long)L, (long long)C,
-                (long long)N, (long long)plan.chunk, (long long)plan.nchunks,
-                plan.fast ? "fast" : "general");
+  if (plan.single)
+    std::snprintf(buf, sizeof buf, "scan %s %lldx%lld C=%lld N=%lld single tpc%d%s", tname, (long long)batch,
+                  (long long)Lseq, (long long)C, (long long)N, plan.single_tpc, plan.single_fma_exp ? " fmaexp" : "");
+  else
+    std::snprintf(buf, sizeof buf, "scan %s %lldx%lld C=%lld N=%lld ch=%lld(x%lld) %s", tname, (long long)batch,
+                  (long long)Lseq, (long long)C, (long long)N, (long long)plan.chunk, (long long)plan.nchunks,
+                  plan.fast ? "fast" : "general");
   r.name = buf;
   r.median_ms = ms[ms.size() / 2];
   r.min_ms = ms.front();
@@ -132,6 +140,14 @@ int main(int argc, char** argv) {
     const int64_t M = int64_t(1) << 20;
     rs.push_back(bench<__nv_bfloat16>(M, 512, 16, 0, repeats, "bf16"));
     rs.push_back(bench<__nv_bfloat16>(M, 512, 16, 0, repeats, "bf16", true));
+    // The same tokens as independent sequences: chunked (mode 1) against the single pass (mode 2),
+    // every variant (threads a channel, exps partly on the FMA pipe), and the automatic choice.
+    for (auto [b, l] : {std::pair<int64_t, int64_t>{16, 65536}, {256, 4096}}) {
+      rs.push_back(bench<__nv_bfloat16>(l, 512, 16, 0, repeats, "bf16", false, b, 1));
+      for (int tpc : {1, 2, 4})
+        for (int fma : {0, 1}) rs.push_back(bench<__nv_bfloat16>(l, 512, 16, 0, repeats, "bf16", false, b, 2, tpc, fma));
+      rs.push_back(bench<__nv_bfloat16>(l, 512, 16, 0, repeats, "bf16 auto", false, b, 0));
+    }
     if (!first_only) {
     rs.push_back(bench<__nv_bfloat16>(M, 1024, 16, 0, repeats, "bf16"));
     rs.push_back(bench<__nv_bfloat16>(M / 8, 1536, 16, 0, repeats, "bf16"));
@@ -142,9 +158,9 @@ int main(int argc, char** argv) {
     // Chunk sensitivity on the reference shape.
     for (int64_t ch : {256, 2048}) rs.push_back(bench<__nv_bfloat16>(M, 512, 16, ch, repeats, "bf16"));
     }
-    std::printf("\n%-52s %9s %9s %9s %9s %10s\n", "benchmark", "median_ms", "min_ms", "max_ms", "GB/s", "Gexp2/s");
+    std::printf("\n%-58s %9s %9s %9s %9s %10s\n", "benchmark", "median_ms", "min_ms", "max_ms", "GB/s", "Gexp2/s");
     for (auto& r : rs)
-      std::printf("%-52s %9.3f %9.3f %9.3f %9.0f %10.0f\n", r.name.c_str(), r.median_ms, r.min_ms, r.max_ms,
+      std::printf("%-58s %9.3f %9.3f %9.3f %9.0f %10.0f\n", r.name.c_str(), r.median_ms, r.min_ms, r.max_ms,
                   r.bytes / r.median_ms / 1e6, r.exps / r.median_ms / 1e6);
     std::printf("(GB/s counts each input read once and the output written once; Gexp2/s counts one exp per\n"
                 " element and state, L*C*N; the parallel scan computes them twice. mamba_ssm reference for the\n"

@@ -60,6 +60,11 @@ struct ScanParams {
   bool softplus = true;
   int64_t chunk = 0;  // sequence chunk per thread block; 0 chooses from the GPU size
   bool general = false;  // true: the general kernel even where the fast one applies (tests, benchmarks)
+  // Which design: 0 chooses from the shape; 1 the chunked three-pass scan; 2 the single pass (every
+  // update once, parallel over batch x channels x states only; selective_scan_single.cu for d_state 16).
+  int mode = 0;
+  int single_tpc = 0;    // single pass, d_state 16: threads a channel (1, 2 or 4); 0 chooses
+  int single_fma_exp = -1;  // single pass: some exps on the FMA pipe (1) or none (0); -1 chooses
 };
 struct ScanPlan {
   int tpc = 1;            // threads per channel (16 states each)
@@ -67,11 +72,18 @@ struct ScanPlan {
   int64_t nchunks = 0;
   size_t workspace_bytes = 0;
   bool fast = false;      // d_state 16: the fast kernel (where B and C rows are 16-byte aligned)
+  bool single = false;    // one pass (nchunks 1); d_state 16 with aligned B/C: scan_single_kernel
+  int single_tpc = 1;
+  bool single_fma_exp = false;
 };
 ScanPlan selective_scan_plan(const ScanParams& p, int sm_count);
 // T = float or __nv_bfloat16 (u, delta, z, B, C and out). workspace: plan.workspace_bytes.
 template <class T>
 void selective_scan(const ScanParams& p, const ScanPlan& plan, void* workspace, cudaStream_t s);
+// ---- selective_scan_single.cu: the single-pass kernel alone (d_state 16, B and C rows 16-byte
+// aligned, ld * 80 < 2^31); tpc 1, 2 or 4. selective_scan() calls it when the plan says single.
+template <class T>
+void selective_scan_single(const ScanParams& p, int tpc, bool fma_exp, cudaStream_t s);
 
 // ---- logprobs.cu
 // out[t, 0] = log p(targets[t]) (NaN if target < 0 or >= V), out[t, 1..4] = log p(ids 7..10),

@@ -434,6 +434,28 @@ ScanPlan selective_scan_plan(const ScanParams& p, int sm_count) {
   const int64_t cpb = kThreads / pl.tpc, tt = 64 / pl.tpc;
   const int64_t ncg = (p.channels + cpb - 1) / cpb;
   if (p.len == 0 || p.batch == 0 || p.channels == 0) return pl;
+  // The single pass when batch x channels alone gives enough threads: about two warps a
+  // sub-partition (256 threads an SM) with the states of a channel split over up to 4 threads
+  // (d_state 16), or over tpc_for(N) threads (the general kernel, other d_state). Below half of
+  // that, time must be split too: the chunked scan (bench/RESULTS.md, "single-pass scan").
+  const int64_t target_threads = int64_t(std::max(sm_count, 1)) * 256;
+  const int64_t bc = p.batch * p.channels;
+  int single_tpc = p.single_tpc;
+  if (single_tpc <= 0) {
+    single_tpc = 1;
+    while (single_tpc < 4 && bc * single_tpc < target_threads) single_tpc *= 2;
+  }
+  const int64_t single_threads = p.dstate == kNT && !p.general ? bc * single_tpc : bc * pl.tpc;
+  const bool single = p.mode == 2 || (p.mode == 0 && p.chunk <= 0 && 2 * single_threads >= target_threads);
+  if (single) {
+    pl.single = true;
+    pl.single_tpc = single_tpc;
+    pl.single_fma_exp = p.single_fma_exp > 0;
+    pl.chunk = p.len;
+    pl.nchunks = 1;
+    DNAMBA_CHECK(p.batch * ncg < (int64_t(1) << 31), "selective_scan: too many sequences for one launch");
+    return pl;
+  }
   int64_t chunk = p.chunk;
   if (chunk <= 0) {
     // About four full waves of pass-3 blocks (a partial last wave leaves SMs idle at the end),
@@ -486,6 +508,10 @@ void selective_scan(const ScanParams& p, const ScanPlan& pl, void* workspace, cu
   };
   const int64_t max_ld = std::max({p.ld_u, p.ld_delta, p.z ? p.ld_z : 0, p.ld_out});
   const bool fast = pl.fast && aligned(p.B, p.ld_B) && aligned(p.C, p.ld_C) && max_ld * 80 < (int64_t(1) << 31);
+  if (pl.single && fast) {
+    selective_scan_single<T>(p, pl.single_tpc, pl.single_fma_exp, s);
+    return;
+  }
   if (fast) {
     if (pl.nchunks > 1) {
       launch(scan_fast_kernel<T, false>, pl.nchunks - 1);

@@ -347,6 +347,131 @@ TEST(CudaOps, SelectiveScanOtherStateSizes) {
   run_scan_case(cb, gb, {1, 129, 33, 256, true, true, 16}, 2);
 }
 
+// The single-pass scan (kernels/selective_scan_single.cu) against the CPU op, every variant
+// (threads a channel 1, 2, 4; exps on the MUFU or partly on the FMA pipe), on the chunked kernel's
+// cases plus batches of 1, 3, 17 and 256, lengths off the 4-step group and 64-step tile, states
+// carried across calls; unaligned B/C and other d_state take the general kernel in one pass.
+TEST(CudaScanSingle, MatchesCpuEveryVariant) {
+  SKIP_WITHOUT_GPU();
+  CpuBackend cb(8);
+  CudaBackend gb(0, DType::F32);
+  for (int tpc : {1, 2, 4})
+    for (int fma : {0, 1}) {
+      SCOPED_TRACE("tpc " + std::to_string(tpc) + " fma_exp " + std::to_string(fma));
+      gb.set_scan_mode(2, tpc, fma);
+      for (int64_t batch : {1, 3, 17})
+        for (int64_t len : {1, 2, 5, 63, 64, 65, 257, 1000})
+          run_scan_case(cb, gb, {batch, len, 130, 16, true, true, 0});
+      run_scan_case(cb, gb, {256, 65, 64, 16, true, true, 0});
+      run_scan_case(cb, gb, {256, 301, 40, 16, true, true, 0}, 2);
+      run_scan_case(cb, gb, {2, 777, 64, 16, false, false, 0});
+      run_scan_case(cb, gb, {3, 1000, 256, 16, true, true, 0}, 3);
+    }
+  gb.set_scan_mode(2);
+  for (int64_t len : {1, 65, 1000}) run_scan_case(cb, gb, {3, len, 130, 16, true, true, 0, 3});  // R 3: unaligned
+  for (int64_t N : {1, 5, 40, 256}) run_scan_case(cb, gb, {3, 129, 70, N, true, true, 0}, 2);
+  gb.set_scan_mode(0);
+}
+
+// bf16 activations through the kernels' own entry, every variant, against the CPU op on the same
+// (bf16-rounded) inputs.
+TEST(CudaScanSingle, Bf16EveryVariant) {
+  SKIP_WITHOUT_GPU();
+  for (int64_t batch : {1, 17, 256})
+    for (int tpc : {1, 2, 4})
+      for (int fma : {0, 1}) {
+        const int64_t L = batch == 256 ? 129 : 1001, C = 96, N = 16, T = batch * L;
+        const std::string what = "batch " + std::to_string(batch) + " tpc " + std::to_string(tpc) + " fma " + std::to_string(fma);
+        auto rnd_bf16 = [](std::vector<float> v) {
+          std::vector<uint16_t> b(v.size());
+          for (size_t i = 0; i < v.size(); ++i) b[i] = io::f32_to_bf16(v[i]);
+          for (size_t i = 0; i < v.size(); ++i) v[i] = io::bf16_to_f32(b[i]);
+          return std::pair{v, b};
+        };
+        auto [u, ub] = rnd_bf16(randn(size_t(T * C)));
+        auto [dl, db] = rnd_bf16(randn(size_t(T * C), 1.0f, -1.0f));
+        auto [z, zb] = rnd_bf16(randn(size_t(T * C)));
+        auto [B, Bb] = rnd_bf16(randn(size_t(T * N)));
+        auto [Cm, Cb] = rnd_bf16(randn(size_t(T * N)));
+        auto A = randu(size_t(C * N), -2.0f, -0.1f);
+        auto D = randn(size_t(C));
+        auto bias = randu(size_t(C), -4.0f, -1.0f);
+        auto h0 = randn(size_t(batch * C * N));
+        CpuBackend cb(8);
+        auto up = [&](const std::vector<float>& v, int64_t r, int64_t c) { return cb.upload_f32(v.data(), r, c); };
+        Tensor tu = up(u, T, C), td = up(dl, T, C), tz = up(z, T, C), tB = up(B, T, N), tC = up(Cm, T, N);
+        Tensor tA = up(A, C, N), tD = up(D, 1, C), tb = up(bias, 1, C), ts = up(h0, batch, C * N), to = cb.alloc(T, C, DType::F32);
+        SelectiveScanArgs a;
+        a.u = &tu; a.delta = &td; a.z = &tz; a.B = &tB; a.C = &tC; a.A = &tA; a.D = &tD; a.dt_bias = &tb;
+        a.state = &ts; a.out = &to; a.batch = batch; a.len = L;
+        cb.selective_scan(a);
+        std::vector<float> ref = host_of(cb, to), ref_state = host_of(cb, ts);
+        auto dev = [](const void* h, size_t bytes) {
+          void* p = nullptr;
+          EXPECT_EQ(cudaMalloc(&p, bytes), cudaSuccess);
+          EXPECT_EQ(cudaMemcpy(p, h, bytes, cudaMemcpyHostToDevice), cudaSuccess);
+          return p;
+        };
+        std::vector<uint16_t> poison(size_t(T * C), 0x7fc0);  // NaN: every output must be written
+        kernels::ScanParams p;
+        p.u = dev(ub.data(), ub.size() * 2); p.ld_u = C;
+        p.delta = dev(db.data(), db.size() * 2); p.ld_delta = C;
+        p.z = dev(zb.data(), zb.size() * 2); p.ld_z = C;
+        p.B = dev(Bb.data(), Bb.size() * 2); p.ld_B = N;
+        p.C = dev(Cb.data(), Cb.size() * 2); p.ld_C = N;
+        p.out = dev(poison.data(), poison.size() * 2); p.ld_out = C;
+        p.A = static_cast<const float*>(dev(A.data(), A.size() * 4)); p.ld_A = N;
+        p.D = static_cast<const float*>(dev(D.data(), D.size() * 4));
+        p.dt_bias = static_cast<const float*>(dev(bias.data(), bias.size() * 4));
+        p.state = static_cast<float*>(dev(h0.data(), h0.size() * 4)); p.ld_state = C * N;
+        p.batch = batch; p.len = L; p.channels = C; p.dstate = N;
+        p.mode = 2; p.single_tpc = tpc; p.single_fma_exp = fma;
+        auto plan = kernels::selective_scan_plan(p, 132);
+        ASSERT_TRUE(plan.single) << what;
+        ASSERT_EQ(plan.workspace_bytes, 0u) << what;
+        kernels::selective_scan<__nv_bfloat16>(p, plan, nullptr, nullptr);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
+        std::vector<uint16_t> ob(size_t(T * C));
+        std::vector<float> got(ob.size()), got_state(h0.size());
+        ASSERT_EQ(cudaMemcpy(ob.data(), p.out, ob.size() * 2, cudaMemcpyDeviceToHost), cudaSuccess);
+        ASSERT_EQ(cudaMemcpy(got_state.data(), p.state, got_state.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+        for (size_t i = 0; i < ob.size(); ++i) got[i] = io::bf16_to_f32(ob[i]);
+        EXPECT_LT(test::rel_err(got, ref), 1e-2) << what;
+        EXPECT_LT(test::rel_err(got_state, ref_state), kTolF32) << what;
+        for (const void* q : {p.u, p.delta, p.z, p.B, p.C, static_cast<const void*>(p.out), static_cast<const void*>(p.A),
+                              static_cast<const void*>(p.D), static_cast<const void*>(p.dt_bias),
+                              static_cast<const void*>(p.state)})
+          cudaFree(const_cast<void*>(q));
+      }
+}
+
+// The automatic choice: the single pass where batch x channels fills the GPU, the chunked scan
+// where time must be split (batch 1), and neither when pinned.
+TEST(CudaScanSingle, PlanChoosesByShape) {
+  kernels::ScanParams p;
+  p.channels = 512; p.dstate = 16;
+  auto plan_of = [&](int64_t batch, int64_t len) {
+    p.batch = batch; p.len = len;
+    return kernels::selective_scan_plan(p, 132);
+  };
+  EXPECT_FALSE(plan_of(1, int64_t(1) << 20).single);
+  auto pl = plan_of(16, 65536);
+  EXPECT_TRUE(pl.single);
+  EXPECT_EQ(pl.single_tpc, 4);
+  EXPECT_EQ(pl.nchunks, 1);
+  pl = plan_of(256, 4096);
+  EXPECT_TRUE(pl.single);
+  EXPECT_EQ(pl.single_tpc, 1);
+  p.mode = 1;
+  EXPECT_FALSE(plan_of(256, 4096).single);
+  p.mode = 0;
+  p.chunk = 64;
+  EXPECT_FALSE(plan_of(256, 4096).single);
+  p.chunk = 0;
+  p.mode = 2;
+  EXPECT_TRUE(plan_of(1, 1000).single);
+}
+
 TEST(CudaOps, TokenLogprobsAndLogSoftmax) {
   SKIP_WITHOUT_GPU();
   CpuBackend cb(4);

@@ -128,6 +128,15 @@ CudaBackend::CudaBackend(int device, DType compute) : impl_(std::make_unique<Imp
   CUDA_CHECK(cudaMemsetAsync(impl_->bad_id, 0, sizeof(int), impl_->stream));
   if (const char* e = std::getenv("DNAMBA_SCAN_CHUNK")) scan_chunk_ = std::atoll(e);
   if (const char* e = std::getenv("DNAMBA_SCAN_GENERAL")) scan_general_ = std::atoi(e) != 0;
+  // DNAMBA_SCAN=chunked|single|auto forces the scan design (benchmarks compare both in one run);
+  // DNAMBA_SCAN_TPC=1|2|4 and DNAMBA_SCAN_FMAEXP=0|1 pin the single-pass kernel's variant.
+  if (const char* e = std::getenv("DNAMBA_SCAN")) {
+    const std::string m = e;
+    DNAMBA_CHECK(m == "auto" || m == "chunked" || m == "single", "DNAMBA_SCAN must be auto, chunked or single, not '" + m + "'");
+    scan_mode_ = m == "chunked" ? 1 : m == "single" ? 2 : 0;
+  }
+  if (const char* e = std::getenv("DNAMBA_SCAN_TPC")) scan_single_tpc_ = std::atoi(e);
+  if (const char* e = std::getenv("DNAMBA_SCAN_FMAEXP")) scan_fma_exp_ = std::atoi(e);
   if (const char* e = std::getenv("DNAMBA_CUDA_SMALLK")) small_k_ = *e && *e != '0';
   if (const char* e = std::getenv("DNAMBA_CUDA_PROFILE")) impl_->profile = *e && *e != '0';
   // bf16 mode keeps the big per-token intermediates in bf16 (DNAMBA_CUDA_F32_ACTIVATIONS=1: fp32).
@@ -499,6 +508,9 @@ void CudaBackend::selective_scan(const SelectiveScanArgs& a) {
   p.softplus = a.delta_softplus;
   p.chunk = scan_chunk_;
   p.general = scan_general_;
+  p.mode = scan_mode_;
+  p.single_tpc = scan_single_tpc_;
+  p.single_fma_exp = scan_fma_exp_;
   const auto plan = kernels::selective_scan_plan(p, sm_count_);
   void* ws = plan.workspace_bytes ? scratch(1, plan.workspace_bytes) : nullptr;
   if (adt == DType::BF16) kernels::selective_scan<__nv_bfloat16>(p, plan, ws, impl_->stream);

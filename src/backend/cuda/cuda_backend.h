@@ -56,6 +56,13 @@ class CudaBackend : public Backend {
   void set_scan_chunk(int64_t chunk) { scan_chunk_ = chunk; }
   // States (of 16) whose exp the fast-path scan computes on the FMA pipe (-1: default). For tests.
   void set_scan_general(bool general) { scan_general_ = general; }  // the general scan kernel only
+  // The scan design: 0 from the shape, 1 chunked, 2 single pass; its variant (tpc 0 = chosen,
+  // fma_exp -1 = chosen). For tests and benchmarks (also DNAMBA_SCAN, DNAMBA_SCAN_TPC, DNAMBA_SCAN_FMAEXP).
+  void set_scan_mode(int mode, int single_tpc = 0, int fma_exp = -1) {
+    scan_mode_ = mode;
+    scan_single_tpc_ = single_tpc;
+    scan_fma_exp_ = fma_exp;
+  }
   void set_small_k(bool on) { small_k_ = on; }  // For tests: see small_k_.
   int sm_count() const { return sm_count_; }
   int device() const { return device_; }
@@ -75,6 +82,7 @@ class CudaBackend : public Backend {
   int sm_count_ = 1;
   int64_t scan_chunk_ = 0;
   bool scan_general_ = false;
+  int scan_mode_ = 0, scan_single_tpc_ = 0, scan_fma_exp_ = -1;
   // DNAMBA_CUDA_SMALLK=1: K <= 32 products (dt_proj) through kernels/linear_small_k.cu instead of
   // cuBLAS. Off by default: on the H200 it took 0.62 ms a layer-Mbp against cuBLAS's 0.37.
   bool small_k_ = false;
